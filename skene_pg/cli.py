@@ -174,8 +174,8 @@ def dev_db_start(directory: Path | None) -> None:
     """
     cluster = _cluster(directory)
     url = cluster.start()
-    click.echo(f"started: {cluster.directory} (pg_cron {'on' if cluster.has_pg_cron else 'not installed'})",
-               err=True)
+    cron = "on" if cluster.has_pg_cron else "not installed"
+    click.echo(f"started: {cluster.directory} (pg_cron {cron})", err=True)
     click.echo(url)
 
 
@@ -227,6 +227,13 @@ def dev_db_destroy(directory: Path | None) -> None:
     cluster.destroy()
     click.echo(f"destroyed {cluster.directory}", err=True)
 
+
+# --------------------------------------------------------------------------------
+# Commands that live beside the code they drive (one line each).
+# --------------------------------------------------------------------------------
+from skene_pg.demo import demo_command  # noqa: E402
+
+main.add_command(demo_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

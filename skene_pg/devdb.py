@@ -117,7 +117,7 @@ class _RunAs:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
             kwargs = {"user": self.uid, "group": self.gid, "extra_groups": []}
-        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
 
 class DevCluster:

@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from skene_pg import db
@@ -34,6 +35,11 @@ def _connection(url: str) -> Iterator[Connection]:
     try:
         with engine.begin() as connection:
             yield connection
+    except DBAPIError as exc:
+        # Callers handle psycopg's errors; SQLAlchemy is only alembic's plumbing.
+        if exc.orig is not None:
+            raise exc.orig from None
+        raise
     finally:
         engine.dispose()
 

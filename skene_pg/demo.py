@@ -1,0 +1,94 @@
+"""`skene-pg demo`: the freemium loop end to end on a throwaway local database.
+
+Starts the local cluster, creates a fresh `skene_demo` database, migrates it, applies
+examples/skene.toml, and plays a free customer calling the API until blocked.
+"""
+
+from __future__ import annotations
+
+import click
+import psycopg
+from psycopg import sql
+
+from skene_pg import db, devdb, migrations
+from skene_pg.resources import resource_dir
+from skene_pg.tables import format_table
+
+DEMO_DB = "skene_demo"
+CUSTOMER = "cus_demo_free"
+CALLS = 103  # the example's free plan allows 100 api_calls per 30 days
+
+
+def fresh_database(cluster: devdb.DevCluster) -> str:
+    with db.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(DEMO_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+    return cluster.url(DEMO_DB)
+
+
+def play_free_customer(conn: psycopg.Connection) -> list[tuple]:
+    conn.execute("SELECT skene.identify(%s, email => %s, name => %s)",
+                 (CUSTOMER, "ada@example.com", "Ada"))
+    rows = []
+    for call in range(1, CALLS + 1):
+        decision = conn.execute(
+            "SELECT allowed, reason, used, usage_limit, remaining, resets_at "
+            "FROM skene.check_and_increment(%s, 'api_calls')", (CUSTOMER,)).fetchone()
+        assert decision is not None
+        rows.append((call, *decision))
+    return rows
+
+
+def boundary(rows: list[tuple], around: int = 100, keep: int = 3) -> list[tuple]:
+    """The first calls, the calls around the limit, and an ellipsis row between."""
+    head = rows[:keep]
+    tail = [r for r in rows if around - keep < r[0]]
+    return [*head, ("...", "", "", "", "", "", ""), *tail]
+
+
+@click.command("demo")
+@click.option("--dir", "directory", type=click.Path(), help="Local cluster folder.")
+def demo_command(directory: str | None) -> None:
+    """Run the freemium loop end to end on a throwaway local PostgreSQL.
+
+    \b
+    Example:
+      skene-pg demo      # or: make demo
+    """
+    from pathlib import Path
+
+    from skene_pg.apply import apply_config
+    from skene_pg.config import load_config
+
+    cluster = devdb.DevCluster(Path(directory) if directory else devdb.default_directory())
+    click.secho("1. local PostgreSQL", bold=True)
+    cluster.start()
+    url = fresh_database(cluster)
+    click.echo(f"   {url}  (pg_cron {'preloaded' if cluster.has_pg_cron else 'not installed'})")
+
+    click.secho("2. skene-pg migrate", bold=True)
+    migrations.upgrade(url)
+    click.echo(f"   skene schema at revision {migrations.current_revision(url)}")
+
+    example = resource_dir("examples") / "skene.toml"
+    click.secho(f"3. skene-pg apply {example.name}", bold=True)
+    with db.connect(url) as conn:
+        for change in apply_config(conn, load_config(example)):
+            click.echo(f"   {change}")
+
+    click.secho(f"4. a free customer ({CUSTOMER}) calls the API {CALLS} times", bold=True)
+    with db.connect(url, autocommit=True) as conn:
+        rows = play_free_customer(conn)
+        headers = ["call", "allowed", "reason", "used", "limit", "remaining", "resets_at"]
+        click.echo(format_table(headers, boundary(rows)))
+        blocked = sum(1 for r in rows if not r[1])
+        click.echo(f"   {CALLS - blocked} allowed, {blocked} blocked (blocked calls count nothing)")
+
+        click.secho("5. the upgrade prompt queued by the first block (skene.jobs)", bold=True)
+        jobs = conn.execute(
+            "SELECT id, kind, state, customer_id, loop_name, payload->>'template', dedupe_key "
+            "FROM skene.jobs ORDER BY id").fetchall()
+        click.echo(format_table(["id", "kind", "state", "customer", "loop", "template",
+                                 "dedupe_key"], jobs))
+    click.echo(f"\nExplore it: psql {url}")
