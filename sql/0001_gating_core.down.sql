@@ -18,9 +18,15 @@ DROP FUNCTION IF EXISTS skene.register_customer(text);
 DROP FUNCTION IF EXISTS skene.require_valid(text, text, bigint);
 DROP FUNCTION IF EXISTS skene.require_customer_id(text);
 DROP FUNCTION IF EXISTS skene.limit_context(text, text);
-DROP FUNCTION IF EXISTS skene.roll_window(bigint[], bigint, bigint, bigint, int);
+DROP FUNCTION IF EXISTS skene.roll_window(bigint[], bigint, bigint, bigint, bigint, int);
 DROP FUNCTION IF EXISTS skene.period_bounds(text, timestamptz, timestamptz, timestamptz);
 DROP FUNCTION IF EXISTS skene.enqueue(text, jsonb, text, text, text, timestamptz, integer);
+
+DROP TRIGGER IF EXISTS features_changed ON skene.features;
+DROP TRIGGER IF EXISTS feature_limits_changed ON skene.feature_limits;
+DROP TRIGGER IF EXISTS limit_overrides_changed ON skene.limit_overrides;
+DROP TRIGGER IF EXISTS customers_plan_changed ON skene.customers;
+DROP FUNCTION IF EXISTS skene.invalidate_usage_cache();
 
 DROP TABLE IF EXISTS skene.jobs;
 DROP TABLE IF EXISTS skene.limit_hits;
@@ -35,4 +41,5 @@ DROP TABLE IF EXISTS skene.feature_limits;
 DROP TABLE IF EXISTS skene.features;
 DROP TABLE IF EXISTS skene.plans;
 
+DROP FUNCTION IF EXISTS skene.utc_day(timestamptz);
 DROP FUNCTION IF EXISTS skene.now();

@@ -32,6 +32,11 @@ AS $$
 $$;
 COMMENT ON FUNCTION skene.now() IS 'Current time for skene: the skene.now setting when set (tests), else now()';
 
+CREATE FUNCTION skene.utc_day(at_time timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT floor(extract(epoch FROM at_time) / 86400)::bigint $$;
+COMMENT ON FUNCTION skene.utc_day(timestamptz) IS 'Days since 1970-01-01 UTC: the day buckets of Nd windows';
+
 -- ---------------------------------------------------------------------------------
 -- Catalogue: plans, features, limits, loops (written by `skene-pg apply`)
 -- ---------------------------------------------------------------------------------
@@ -133,7 +138,9 @@ CREATE TABLE skene.limit_overrides (
 COMMENT ON TABLE skene.limit_overrides IS 'Per-customer limits that replace the plan''s limit for one feature';
 
 -- One row per customer and feature, rolled forward in place when a period ends, so
--- a check costs the same after ten million calls as after one.
+-- a check costs the same after ten million calls as after one. The row also caches
+-- the customer's effective limit, so the common call is one single-table UPDATE; any
+-- change to plans, limits or overrides invalidates the cache (see the triggers below).
 CREATE TABLE skene.usage (
     customer_id  text NOT NULL REFERENCES skene.customers ON DELETE CASCADE,
     feature      text NOT NULL REFERENCES skene.features ON DELETE CASCADE,
@@ -141,9 +148,21 @@ CREATE TABLE skene.usage (
     period_start timestamptz NOT NULL,
     -- calendar periods: end of the period; Nd windows: when the oldest counted unit leaves it
     resets_at    timestamptz,
-    used         bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
-    -- Nd windows only: units counted per UTC day, slot (day number mod N) + 1
+    -- until when the row (period and cached limit) is current; past it, or at -infinity
+    -- after an invalidation, the next call takes the slow path; NULL: never (lifetime)
+    rolls_at     timestamptz,
+    -- no CHECK (used >= 0): the gate only adds positive amounts, and a CHECK is
+    -- re-prepared on every UPDATE of this hottest row
+    used         bigint NOT NULL DEFAULT 0,
+    -- Nd windows only: units counted on the newest day (so the hot path adds to a
+    -- scalar), and per earlier UTC day in a ring, slot (day number mod N) + 1; the
+    -- slow path folds day_used into the ring when the day changes
+    day_used     bigint,
     buckets      bigint[],
+    -- cache of the customer's plan and effective limit (NULL: unlimited) for the fast path
+    plan         text,
+    usage_limit  bigint,
+    soft         boolean NOT NULL DEFAULT false,
     PRIMARY KEY (customer_id, feature)
 ) WITH (fillfactor = 70);  -- room for HOT updates: every call rewrites the row
 COMMENT ON TABLE skene.usage IS 'Usage counted in the current period (or rolling window) per customer and feature';
@@ -302,17 +321,17 @@ END
 $$;
 COMMENT ON FUNCTION skene.period_bounds(text, timestamptz, timestamptz, timestamptz) IS 'The period (UTC) that contains a time; Nd gives the current day bucket';
 
--- An Nd window as of `today` (a UTC day number): buckets that left the window are
--- subtracted and zeroed; also when the oldest counted unit frees up.
-CREATE FUNCTION skene.roll_window(buckets bigint[], used bigint, newest_day bigint,
-                                  today bigint, window_days int,
+-- An Nd window as of `today` (a UTC day number): the newest day's count is folded into
+-- the ring, buckets that left the window are subtracted and zeroed; also when the
+-- oldest counted unit frees up.
+CREATE FUNCTION skene.roll_window(buckets bigint[], used bigint, day_used bigint,
+                                  newest_day bigint, today bigint, window_days int,
                                   OUT buckets_now bigint[], OUT used_now bigint,
                                   OUT frees_at timestamptz)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_day bigint;
     v_slot int;
 BEGIN
     IF buckets IS NULL OR newest_day IS NULL OR today - newest_day >= window_days
@@ -321,6 +340,8 @@ BEGIN
         used_now := 0;
     ELSE
         buckets_now := buckets;
+        v_slot := (newest_day % window_days)::int + 1;
+        buckets_now[v_slot] := buckets_now[v_slot] + coalesce(day_used, 0);
         used_now := used;
         FOR v_day IN newest_day + 1 .. today LOOP
             v_slot := (v_day % window_days)::int + 1;
@@ -336,7 +357,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION skene.roll_window(bigint[], bigint, bigint, bigint, int) IS 'Slide an Nd usage window forward to a day; internal to the gate';
+COMMENT ON FUNCTION skene.roll_window(bigint[], bigint, bigint, bigint, bigint, int) IS 'Slide an Nd usage window forward to a day; internal to the gate';
 
 -- Everything a decision needs about one customer and feature, in one statement.
 CREATE FUNCTION skene.limit_context(customer_id text, feature text,
@@ -473,6 +494,46 @@ $$;
 COMMENT ON FUNCTION skene.record_block(text, text, timestamptz, skene.decision, bigint) IS 'Record a limit hit once per period and queue upgrade prompts; internal';
 
 -- ---------------------------------------------------------------------------------
+-- Keeping the limit cached in skene.usage honest: whatever changes a customer's
+-- effective limit sends that counter's next call down the slow path, which reads the
+-- catalogue afresh. The UPDATE takes the row lock, so a concurrent fast-path call
+-- waits, re-checks rolls_at and falls through to the slow path too.
+-- ---------------------------------------------------------------------------------
+
+CREATE FUNCTION skene.invalidate_usage_cache() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CASE TG_TABLE_NAME
+        WHEN 'customers' THEN
+            UPDATE skene.usage u SET rolls_at = '-infinity'
+             WHERE u.customer_id = NEW.customer_id;
+        WHEN 'limit_overrides' THEN
+            UPDATE skene.usage u SET rolls_at = '-infinity'
+             WHERE (u.customer_id, u.feature) IN ((OLD.customer_id, OLD.feature),
+                                                   (NEW.customer_id, NEW.feature));
+        WHEN 'feature_limits' THEN
+            UPDATE skene.usage u SET rolls_at = '-infinity'
+             WHERE (u.feature, u.plan) IN ((OLD.feature, OLD.plan), (NEW.feature, NEW.plan));
+        WHEN 'features' THEN
+            UPDATE skene.usage u SET rolls_at = '-infinity' WHERE u.feature = NEW.feature;
+    END CASE;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION skene.invalidate_usage_cache() IS 'Trigger: a plan, limit or override changed, so the counters caching it must be re-read';
+
+CREATE TRIGGER customers_plan_changed AFTER UPDATE OF plan ON skene.customers
+    FOR EACH ROW WHEN (OLD.plan IS DISTINCT FROM NEW.plan)
+    EXECUTE FUNCTION skene.invalidate_usage_cache();
+CREATE TRIGGER limit_overrides_changed AFTER INSERT OR UPDATE OR DELETE ON skene.limit_overrides
+    FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
+CREATE TRIGGER feature_limits_changed AFTER INSERT OR UPDATE OR DELETE ON skene.feature_limits
+    FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
+CREATE TRIGGER features_changed AFTER UPDATE ON skene.features
+    FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
+
+-- ---------------------------------------------------------------------------------
 -- Public functions (DESIGN.md §3)
 -- ---------------------------------------------------------------------------------
 
@@ -483,31 +544,31 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_now    timestamptz := skene.now();
-    ctx      record;
-    v_start  timestamptz;       -- current period (calendar) or day bucket (Nd)
-    v_end    timestamptz;
-    v_today  bigint;            -- Nd: UTC day number
-    v_slot   int;               -- Nd: ring slot of today
-    v_used   bigint;
-    v_resets timestamptz;
-    v_row    record;
-    v_window record;
-    v_buckets bigint[];
-    v_hit_period timestamptz;
-    v_claimed boolean;
-    v_result skene.decision;
+    v_now       timestamptz := skene.now();
+    v_today     bigint;       -- UTC day number (slow path)
+    v_day_start timestamptz;
+    v_plan      text;
+    v_limit     bigint;
+    v_window_days int;
+    ctx         record;
+    v_start     timestamptz;  -- current period (calendar) or day bucket (Nd)
+    v_end       timestamptz;
+    v_used      bigint;
+    v_resets    timestamptz;
+    v_row       record;
+    v_window    record;
+    v_buckets   bigint[];
+    v_day_used  bigint;
+    v_claimed   boolean;
+    v_result    skene.decision;
 BEGIN
-    SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
-    IF NOT FOUND OR NOT ctx.found_customer OR amount IS NULL OR amount <= 0 THEN
-        PERFORM skene.require_valid(customer_id, feature, amount);
-        PERFORM skene.register_customer(customer_id);
-        SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
-    END IF;
-
-    -- Claim the idempotency key first: a concurrent call with the same key waits on
-    -- it and then replays this call's outcome.
     IF idempotency_key IS NOT NULL THEN
+        -- Claim the key before counting: a concurrent call with the same key waits on
+        -- it and then replays this call's outcome.
+        IF NOT EXISTS (SELECT 1 FROM skene.customers c WHERE c.customer_id = customer_id) THEN
+            PERFORM skene.require_valid(customer_id, feature, amount);
+            PERFORM skene.register_customer(customer_id);
+        END IF;
         INSERT INTO skene.idempotency_keys AS k (customer_id, feature, idempotency_key, created_at)
         VALUES (customer_id, feature, idempotency_key, v_now)
         ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
@@ -523,88 +584,110 @@ BEGIN
         END IF;
     END IF;
 
-    IF ctx.in_plan THEN
-        IF ctx.window_days IS NULL THEN
-            SELECT b.period_start, b.period_end INTO v_start, v_end
-              FROM skene.period_bounds(ctx.period, v_now, ctx.billing_period_start,
-                                       ctx.billing_period_end) b;
-            -- Fast path: the counter is in the current period and the call fits.
-            UPDATE skene.usage u SET used = u.used + amount
-             WHERE u.customer_id = customer_id AND u.feature = feature AND u.period_start = v_start
-               AND (ctx.usage_limit IS NULL OR ctx.soft OR u.used + amount <= ctx.usage_limit)
-            RETURNING u.used, u.resets_at INTO v_used, v_resets;
-        ELSE
-            v_today := floor(extract(epoch FROM v_now) / 86400)::bigint;
-            v_start := to_timestamp(v_today * 86400);
-            v_slot := (v_today % ctx.window_days)::int + 1;
-            UPDATE skene.usage u
-               SET used = u.used + amount, buckets[v_slot] = u.buckets[v_slot] + amount,
-                   resets_at = coalesce(u.resets_at, v_start + make_interval(days => ctx.window_days))
-             WHERE u.customer_id = customer_id AND u.feature = feature AND u.period_start = v_start
-               AND (ctx.usage_limit IS NULL OR ctx.soft OR u.used + amount <= ctx.usage_limit)
-            RETURNING u.used, u.resets_at INTO v_used, v_resets;
-        END IF;
-
-        IF NOT FOUND THEN
-            -- Slow path: a new counter, a period that ended, or a block. Lock the row
-            -- so concurrent callers roll it forward once and count in turn.
-            INSERT INTO skene.usage AS u (customer_id, feature, period_start, used)
-            VALUES (customer_id, feature, v_start, 0)
-            ON CONFLICT ON CONSTRAINT usage_pkey DO NOTHING;
-            SELECT u.period_start, u.used, u.buckets, u.resets_at INTO v_row
-              FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature
-               FOR UPDATE;
-            IF ctx.window_days IS NULL THEN
-                v_used := CASE WHEN v_row.period_start = v_start THEN v_row.used ELSE 0 END;
-                v_resets := v_end;
-            ELSE
-                SELECT * INTO v_window FROM skene.roll_window(
-                    v_row.buckets, v_row.used,
-                    floor(extract(epoch FROM v_row.period_start) / 86400)::bigint,
-                    v_today, ctx.window_days) w;
-                v_used := v_window.used_now;
-                v_resets := v_window.frees_at;
+    -- Fast path, one single-table statement: the counter is in its current period (or
+    -- day bucket), its cached limit is current, and the call fits. Row lock and limit
+    -- check are one step, so concurrent callers can never overshoot.
+    IF amount > 0 THEN
+        UPDATE skene.usage u
+           SET used = u.used + amount, day_used = u.day_used + amount  -- NULL stays NULL
+         WHERE u.customer_id = customer_id AND u.feature = feature
+           AND u.period_start <= v_now AND (u.rolls_at IS NULL OR v_now < u.rolls_at)
+           AND (u.usage_limit IS NULL OR u.soft OR u.used + amount <= u.usage_limit)
+        RETURNING u.used, u.resets_at, u.plan, u.usage_limit, u.rolls_at,
+                  cardinality(u.buckets)
+             INTO v_used, v_resets, v_plan, v_limit, v_end, v_window_days;
+        IF FOUND THEN
+            v_result := ROW(true,
+                            CASE WHEN v_used > v_limit THEN 'over_soft_limit' ELSE 'ok' END,
+                            feature, v_plan, v_used, v_limit,
+                            -- past a soft limit: 0, not negative; unlimited: NULL
+                            CASE WHEN v_limit IS NOT NULL THEN greatest(v_limit - v_used, 0) END,
+                            v_resets)::skene.decision;
+            IF idempotency_key IS NOT NULL THEN
+                UPDATE skene.idempotency_keys k
+                   SET outcome = v_result,
+                       expires_at = CASE WHEN v_window_days IS NULL THEN v_end
+                                         ELSE to_timestamp((skene.utc_day(v_now) + v_window_days)
+                                                           * 86400) END
+                 WHERE k.customer_id = customer_id AND k.feature = feature
+                   AND k.idempotency_key = idempotency_key;
             END IF;
-            IF ctx.usage_limit IS NULL OR ctx.soft OR v_used + amount <= ctx.usage_limit THEN
-                v_used := v_used + amount;
-                IF ctx.window_days IS NULL THEN
-                    UPDATE skene.usage u SET used = v_used, period_start = v_start, resets_at = v_resets
-                     WHERE u.customer_id = customer_id AND u.feature = feature;
-                ELSE
-                    v_buckets := v_window.buckets_now;
-                    v_buckets[v_slot] := v_buckets[v_slot] + amount;
-                    v_resets := coalesce(v_resets, v_start + make_interval(days => ctx.window_days));
-                    UPDATE skene.usage u SET used = v_used, period_start = v_start,
-                           resets_at = v_resets, buckets = v_buckets
-                     WHERE u.customer_id = customer_id AND u.feature = feature;
-                END IF;
-            ELSE
-                v_result := ROW(false, 'limit_reached', feature, ctx.plan, v_used, ctx.usage_limit,
-                                greatest(ctx.usage_limit - v_used, 0), v_resets)::skene.decision;
-            END IF;
+            RETURN v_result;
         END IF;
-    ELSE
-        v_result := skene.check(customer_id, feature, amount);
     END IF;
 
-    IF v_result IS NULL THEN  -- counted
-        v_result := ROW(true,
-                        CASE WHEN ctx.usage_limit IS NOT NULL AND v_used > ctx.usage_limit
-                             THEN 'over_soft_limit' ELSE 'ok' END,
-                        feature, ctx.plan, v_used, ctx.usage_limit,
-                        -- NULL for unlimited (greatest() would skip the NULL)
-                        CASE WHEN ctx.usage_limit IS NOT NULL
-                             THEN greatest(ctx.usage_limit - v_used, 0) END,
-                        v_resets)::skene.decision;
-        IF idempotency_key IS NOT NULL THEN
-            UPDATE skene.idempotency_keys k
-               SET outcome = v_result,
-                   expires_at = CASE WHEN ctx.window_days IS NULL THEN v_end
-                                     ELSE v_start + make_interval(days => ctx.window_days) END
-             WHERE k.customer_id = customer_id AND k.feature = feature
-               AND k.idempotency_key = idempotency_key;
+    -- Slow path: bad input, a new customer or counter, a period that ended, a changed
+    -- limit, or a block.
+    v_today := skene.utc_day(v_now);
+    v_day_start := to_timestamp(v_today * 86400);
+    SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
+    IF NOT FOUND OR NOT ctx.found_customer OR amount IS NULL OR amount <= 0 THEN
+        PERFORM skene.require_valid(customer_id, feature, amount);
+        PERFORM skene.register_customer(customer_id);
+        SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
+    END IF;
+
+    IF ctx.window_days IS NULL THEN
+        SELECT b.period_start, b.period_end INTO v_start, v_end
+          FROM skene.period_bounds(ctx.period, v_now, ctx.billing_period_start,
+                                   ctx.billing_period_end) b;
+    ELSE
+        v_start := v_day_start;
+        v_end := v_day_start + interval '1 day';
+    END IF;
+
+    IF ctx.in_plan THEN
+        -- Lock the row so concurrent callers roll it forward once and count in turn.
+        INSERT INTO skene.usage AS u (customer_id, feature, period_start, used, rolls_at)
+        VALUES (customer_id, feature, v_start, 0, '-infinity')  -- no cached limit yet
+        ON CONFLICT ON CONSTRAINT usage_pkey DO NOTHING;
+        SELECT u.period_start, u.used, u.day_used, u.buckets INTO v_row
+          FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature
+           FOR UPDATE;
+        IF ctx.window_days IS NULL THEN
+            v_used := CASE WHEN v_row.period_start = v_start THEN v_row.used ELSE 0 END;
+            v_resets := v_end;
+        ELSE
+            SELECT * INTO v_window FROM skene.roll_window(
+                v_row.buckets, v_row.used, v_row.day_used, skene.utc_day(v_row.period_start),
+                v_today, ctx.window_days) w;
+            v_used := v_window.used_now;
+            v_resets := v_window.frees_at;
         END IF;
-        RETURN v_result;
+        IF ctx.usage_limit IS NULL OR ctx.soft OR v_used + amount <= ctx.usage_limit THEN
+            v_used := v_used + amount;
+            IF ctx.window_days IS NOT NULL THEN
+                -- today's count moves out of the ring into day_used, for the fast path
+                v_buckets := v_window.buckets_now;
+                v_day_used := v_buckets[v_today % ctx.window_days + 1] + amount;
+                v_buckets[v_today % ctx.window_days + 1] := 0;
+                v_resets := coalesce(v_resets, v_day_start + make_interval(days => ctx.window_days));
+            END IF;
+            UPDATE skene.usage u
+               SET used = v_used, period_start = v_start, rolls_at = v_end,
+                   resets_at = v_resets, buckets = v_buckets, day_used = v_day_used,
+                   plan = ctx.plan, usage_limit = ctx.usage_limit, soft = ctx.soft
+             WHERE u.customer_id = customer_id AND u.feature = feature;
+            v_result := ROW(true,
+                            CASE WHEN v_used > ctx.usage_limit THEN 'over_soft_limit' ELSE 'ok' END,
+                            feature, ctx.plan, v_used, ctx.usage_limit,
+                            CASE WHEN ctx.usage_limit IS NOT NULL
+                                 THEN greatest(ctx.usage_limit - v_used, 0) END,
+                            v_resets)::skene.decision;
+            IF idempotency_key IS NOT NULL THEN
+                UPDATE skene.idempotency_keys k
+                   SET outcome = v_result,
+                       expires_at = CASE WHEN ctx.window_days IS NULL THEN v_end
+                                         ELSE v_day_start + make_interval(days => ctx.window_days) END
+                 WHERE k.customer_id = customer_id AND k.feature = feature
+                   AND k.idempotency_key = idempotency_key;
+            END IF;
+            RETURN v_result;
+        END IF;
+        v_result := ROW(false, 'limit_reached', feature, ctx.plan, v_used, ctx.usage_limit,
+                        greatest(ctx.usage_limit - v_used, 0), v_resets)::skene.decision;
+    ELSE
+        v_result := skene.check(customer_id, feature, amount);
     END IF;
 
     -- Blocked: nothing counted, the key is not kept, the first block is recorded.
@@ -613,13 +696,12 @@ BEGIN
          WHERE k.customer_id = customer_id AND k.feature = feature
            AND k.idempotency_key = idempotency_key;
     END IF;
-    v_hit_period := CASE
-        WHEN ctx.window_days IS NULL THEN
-            (SELECT b.period_start FROM skene.period_bounds(ctx.period, v_now,
-                 ctx.billing_period_start, ctx.billing_period_end) b)
-        ELSE to_timestamp(floor(extract(epoch FROM v_now) / 86400 / ctx.window_days)
-                          * ctx.window_days * 86400) END;
-    PERFORM skene.record_block(customer_id, feature, v_hit_period, v_result, amount);
+    PERFORM skene.record_block(
+        customer_id, feature,
+        CASE WHEN ctx.window_days IS NULL THEN v_start  -- the calendar period
+             -- Nd: the N-day block (aligned at the epoch), so prompts come at most every N days
+             ELSE to_timestamp(v_today / ctx.window_days * ctx.window_days * 86400) END,
+        v_result, amount);
     RETURN v_result;
 END
 $$;
@@ -636,7 +718,6 @@ DECLARE
     v_row    record;
     v_start  timestamptz;
     v_end    timestamptz;
-    v_today  bigint;
     v_window record;
     v_used   bigint := 0;
     v_resets timestamptz;
@@ -648,7 +729,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = 'skene: no default plan',
             HINT = 'Set default_plan in skene.toml and run skene-pg apply.';
     END IF;
-    SELECT u.period_start, u.used, u.buckets INTO v_row
+    SELECT u.period_start, u.used, u.day_used, u.buckets INTO v_row
       FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature;
     IF ctx.window_days IS NULL THEN
         SELECT b.period_start, b.period_end INTO v_start, v_end
@@ -659,10 +740,9 @@ BEGIN
         END IF;
         v_resets := v_end;
     ELSE
-        v_today := floor(extract(epoch FROM v_now) / 86400)::bigint;
         SELECT * INTO v_window FROM skene.roll_window(
-            v_row.buckets, v_row.used, floor(extract(epoch FROM v_row.period_start) / 86400)::bigint,
-            v_today, ctx.window_days) w;
+            v_row.buckets, v_row.used, v_row.day_used, skene.utc_day(v_row.period_start),
+            skene.utc_day(v_now), ctx.window_days) w;
         v_used := v_window.used_now;
         v_resets := v_window.frees_at;
     END IF;
@@ -821,6 +901,10 @@ BEGIN
     UPDATE skene.customers c SET billing_period_start = period_start,
                                  billing_period_end = period_end, updated_at = skene.now()
      WHERE c.customer_id = customer_id;
+    -- Counters anchored at the old period are re-anchored by the gate's next call.
+    UPDATE skene.usage u SET rolls_at = '-infinity'
+      FROM skene.features f
+     WHERE u.customer_id = customer_id AND f.feature = u.feature AND f.period = 'billing_cycle';
 END
 $$;
 COMMENT ON FUNCTION skene.set_billing_period(text, timestamptz, timestamptz) IS 'Anchor billing_cycle limits at the biller''s current period';
