@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from skene_pg import __version__, db, devdb, migrations
-
-database_url_option = click.option(
-    "--database-url", envvar="SKENE_DATABASE_URL", metavar="URL",
-    help="PostgreSQL URL or libpq string [env: SKENE_DATABASE_URL].")
-
-
-def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known failures become one clear line and exit status 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import psycopg
-
-        try:
-            return fn(*args, **kwargs)
-        except (db.MissingDatabaseURL, devdb.DevDBError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        except psycopg.OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {exc}".strip()) from exc
-        except psycopg.Error as exc:
-            diag = exc.diag
-            message = diag.message_primary or str(exc)
-            if diag.message_hint:
-                message += f"\nhint: {diag.message_hint}"
-            raise click.ClickException(message) from exc
-
-    return wrapper
+from skene_pg.cli_support import database_url_option, fails_cleanly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -231,9 +202,11 @@ def dev_db_destroy(directory: Path | None) -> None:
 # --------------------------------------------------------------------------------
 # Commands that live beside the code they drive (one line each).
 # --------------------------------------------------------------------------------
+from skene_pg.apply import apply_command  # noqa: E402
 from skene_pg.demo import demo_command  # noqa: E402
 
 main.add_command(demo_command)
+main.add_command(apply_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
