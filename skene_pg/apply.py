@@ -28,7 +28,7 @@ from skene_pg.config import ConfigError, SkeneConfig, load_config
 APPLY_LOCK = 0x736B656E65
 
 Action = Literal["create", "update", "delete"]
-Kind = Literal["plan", "feature", "limit", "loop", "default_plan"]
+Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan"]
 Statement = tuple[str, tuple[Any, ...]]
 
 
@@ -53,8 +53,9 @@ def diff(conn: psycopg.Connection, config: SkeneConfig, *, prune: bool = False) 
     return [change for change, _ in _steps(conn, config, prune)]
 
 
-def apply_config(conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False,
-                 prune: bool = False) -> list[Change]:
+def apply_config(
+    conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False, prune: bool = False
+) -> list[Change]:
     """Apply `config` in one transaction and return the changes (with dry_run: roll
     back, changing nothing). Deleting plans or features needs prune=True."""
     with conn.transaction() as transaction:
@@ -81,6 +82,7 @@ class _Catalogue:
     """The rows `apply` owns, as they are now."""
 
     plans: dict[str, bool]  # plan -> paid
+    prices: dict[str, str]  # biller price id -> plan
     default_plan: str | None
     features: dict[str, dict[str, Any]]  # feature -> period, soft, meter, match
     limits: dict[tuple[str, str], int | None]  # (feature, plan) -> limit
@@ -89,19 +91,27 @@ class _Catalogue:
 
 def _read(conn: psycopg.Connection) -> _Catalogue:
     plans, default = {}, None
-    for plan, paid, is_default in conn.execute(
-            "SELECT plan, paid, is_default FROM skene.plans"):
+    for plan, paid, is_default in conn.execute("SELECT plan, paid, is_default FROM skene.plans"):
         plans[plan] = paid
         default = plan if is_default else default
-    features = {row[0]: dict(zip(("period", "soft", "meter", "match"), row[1:], strict=True))
-                for row in conn.execute(
-                    "SELECT feature, period, soft, meter, match FROM skene.features")}
-    limits = {(feature, plan): limit for feature, plan, limit in conn.execute(
-        "SELECT feature, plan, usage_limit FROM skene.feature_limits")}
-    loops = {row[0]: dict(zip(("type", "feature", "config", "enabled"), row[1:], strict=True))
-             for row in conn.execute(
-                 "SELECT name, type, feature, config, enabled FROM skene.loops")}
-    return _Catalogue(plans, default, features, limits, loops)
+    prices: dict[str, str] = dict(
+        conn.execute("SELECT price_id, plan FROM skene.plan_prices").fetchall()
+    )
+    features = {
+        row[0]: dict(zip(("period", "soft", "meter", "match"), row[1:], strict=True))
+        for row in conn.execute("SELECT feature, period, soft, meter, match FROM skene.features")
+    }
+    limits = {
+        (feature, plan): limit
+        for feature, plan, limit in conn.execute(
+            "SELECT feature, plan, usage_limit FROM skene.feature_limits"
+        )
+    }
+    loops = {
+        row[0]: dict(zip(("type", "feature", "config", "enabled"), row[1:], strict=True))
+        for row in conn.execute("SELECT name, type, feature, config, enabled FROM skene.loops")
+    }
+    return _Catalogue(plans, prices, default, features, limits, loops)
 
 
 def _steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
@@ -113,33 +123,52 @@ def _steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[S
     return [
         *_loop_deletions(now, config),  # first: loops reference features
         *_plan_steps(now, config),
+        *_price_steps(now, config, set(gone_plans)),
         *_default_plan_steps(now, config),
         *_feature_steps(now, config),
         *_limit_steps(now, config, set(gone_plans)),
         *_loop_steps(now, config),
-        *[_delete("feature", name, "its limits, overrides and usage go with it",
-                  "DELETE FROM skene.features WHERE feature = %s") for name in gone_features],
-        *[_delete("plan", name, "its limits go with it",
-                  "DELETE FROM skene.plans WHERE plan = %s") for name in gone_plans],
+        *[
+            _delete(
+                "feature",
+                name,
+                "its limits, overrides and usage go with it",
+                "DELETE FROM skene.features WHERE feature = %s",
+            )
+            for name in gone_features
+        ],
+        *[
+            _delete(
+                "plan", name, "its limits go with it", "DELETE FROM skene.plans WHERE plan = %s"
+            )
+            for name in gone_plans
+        ],
     ]
 
 
-def _refuse_deletions(conn: psycopg.Connection, plans: list[str], features: list[str],
-                      prune: bool) -> None:
+def _refuse_deletions(
+    conn: psycopg.Connection, plans: list[str], features: list[str], prune: bool
+) -> None:
     reasons = []
     if (plans or features) and not prune:
         named = [f"{'plan' if len(plans) == 1 else 'plans'} {', '.join(plans)}"] if plans else []
         if features:
             named.append(f"{'feature' if len(features) == 1 else 'features'} {', '.join(features)}")
-        reasons.append(f"the file no longer lists {' and '.join(named)}; deleting them also "
-                       f"deletes their limits and usage: pass --prune to delete them")
+        reasons.append(
+            f"the file no longer lists {' and '.join(named)}; deleting them also "
+            f"deletes their limits and usage: pass --prune to delete them"
+        )
     if plans:
         for plan, customers in conn.execute(
-                "SELECT plan, count(*) FROM skene.customers WHERE plan = ANY(%s) "
-                "GROUP BY plan ORDER BY plan", (plans,)):
-            reasons.append(f"plan {plan} still has {customers} "
-                           f"customer{'s' if customers != 1 else ''}: move them to another plan "
-                           f"with skene.set_plan(customer_id, plan) first")
+            "SELECT plan, count(*) FROM skene.customers WHERE plan = ANY(%s) "
+            "GROUP BY plan ORDER BY plan",
+            (plans,),
+        ):
+            reasons.append(
+                f"plan {plan} still has {customers} "
+                f"customer{'s' if customers != 1 else ''}: move them to another plan "
+                f"with skene.set_plan(customer_id, plan) first"
+            )
     if reasons:
         raise ApplyRefused("\n".join([*reasons, "nothing applied"]))
 
@@ -152,14 +181,72 @@ def _plan_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
     steps: list[Step] = []
     for plan in config.plans:
         if plan.name not in now.plans:
-            steps.append((Change("create", "plan", plan.name, "paid" if plan.paid else ""),
-                          [("INSERT INTO skene.plans (plan, paid) VALUES (%s, %s)",
-                            (plan.name, plan.paid))]))
+            steps.append(
+                (
+                    Change("create", "plan", plan.name, "paid" if plan.paid else ""),
+                    [
+                        (
+                            "INSERT INTO skene.plans (plan, paid) VALUES (%s, %s)",
+                            (plan.name, plan.paid),
+                        )
+                    ],
+                )
+            )
         elif now.plans[plan.name] != plan.paid:
-            steps.append((Change("update", "plan", plan.name,
-                                 f"paid: {_toml(now.plans[plan.name])} -> {_toml(plan.paid)}"),
-                          [("UPDATE skene.plans SET paid = %s, updated_at = pg_catalog.now() "
-                            "WHERE plan = %s", (plan.paid, plan.name))]))
+            steps.append(
+                (
+                    Change(
+                        "update",
+                        "plan",
+                        plan.name,
+                        f"paid: {_toml(now.plans[plan.name])} -> {_toml(plan.paid)}",
+                    ),
+                    [
+                        (
+                            "UPDATE skene.plans SET paid = %s, updated_at = pg_catalog.now() "
+                            "WHERE plan = %s",
+                            (plan.paid, plan.name),
+                        )
+                    ],
+                )
+            )
+    return steps
+
+
+def _price_steps(now: _Catalogue, config: SkeneConfig, gone_plans: set[str]) -> list[Step]:
+    steps: list[Step] = []
+    wanted = {price: plan.name for plan in config.plans for price in plan.stripe_prices}
+    for price, plan in sorted(now.prices.items()):
+        # Prices of deleted plans go with them (ON DELETE CASCADE).
+        if price not in wanted and plan not in gone_plans:
+            steps.append(
+                _delete(
+                    "price",
+                    price,
+                    f"was {plan}",
+                    "DELETE FROM skene.plan_prices WHERE price_id = %s",
+                )
+            )
+    for price, plan in sorted(wanted.items()):
+        if price not in now.prices:
+            steps.append(
+                (
+                    Change("create", "price", price, f"puts customers on {plan}"),
+                    [
+                        (
+                            "INSERT INTO skene.plan_prices (price_id, plan) VALUES (%s, %s)",
+                            (price, plan),
+                        )
+                    ],
+                )
+            )
+        elif now.prices[price] != plan:
+            steps.append(
+                (
+                    Change("update", "price", price, f"{now.prices[price]} -> {plan}"),
+                    [("UPDATE skene.plan_prices SET plan = %s WHERE price_id = %s", (plan, price))],
+                )
+            )
     return steps
 
 
@@ -169,10 +256,16 @@ def _default_plan_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
         return []
     # The partial unique index allows one default at a time: clear the old one first.
     statements: list[Statement] = [
-        ("UPDATE skene.plans SET is_default = false, updated_at = pg_catalog.now() "
-         "WHERE is_default", ()),
-        ("UPDATE skene.plans SET is_default = true, updated_at = pg_catalog.now() "
-         "WHERE plan = %s", (new,)),
+        (
+            "UPDATE skene.plans SET is_default = false, updated_at = pg_catalog.now() "
+            "WHERE is_default",
+            (),
+        ),
+        (
+            "UPDATE skene.plans SET is_default = true, updated_at = pg_catalog.now() "
+            "WHERE plan = %s",
+            (new,),
+        ),
     ]
     if old is None:
         return [(Change("create", "default_plan", new, "new customers start on it"), statements)]
@@ -182,18 +275,33 @@ def _default_plan_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
 def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
     steps: list[Step] = []
     for feature in config.features:
-        wanted = {"period": feature.period, "soft": feature.soft, "meter": feature.meter,
-                  "match": list(feature.match)}
-        params = (feature.period, feature.soft, feature.meter, Jsonb(wanted["match"]),
-                  feature.name)
+        wanted = {
+            "period": feature.period,
+            "soft": feature.soft,
+            "meter": feature.meter,
+            "match": list(feature.match),
+        }
+        params = (feature.period, feature.soft, feature.meter, Jsonb(wanted["match"]), feature.name)
         current = now.features.get(feature.name)
         if current is None:
-            described = [f"period {feature.period}", *(["soft"] if feature.soft else []),
-                         *([f"meter {feature.meter}"] if feature.meter else []),
-                         *([f"{len(feature.match)} match patterns"] if feature.match else [])]
-            steps.append((Change("create", "feature", feature.name, ", ".join(described)),
-                          [("INSERT INTO skene.features (period, soft, meter, match, feature) "
-                            "VALUES (%s, %s, %s, %s, %s)", params)]))
+            described = [
+                f"period {feature.period}",
+                *(["soft"] if feature.soft else []),
+                *([f"meter {feature.meter}"] if feature.meter else []),
+                *([f"{len(feature.match)} match patterns"] if feature.match else []),
+            ]
+            steps.append(
+                (
+                    Change("create", "feature", feature.name, ", ".join(described)),
+                    [
+                        (
+                            "INSERT INTO skene.features (period, soft, meter, match, feature) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            params,
+                        )
+                    ],
+                )
+            )
             continue
         changed = [key for key in wanted if wanted[key] != current[key]]
         if not changed:
@@ -210,9 +318,13 @@ def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
             # one (and the Nd ring has the wrong size): start the feature's usage afresh.
             details[changed.index("period")] += " (usage counters reset)"
             statements.append(("DELETE FROM skene.usage WHERE feature = %s", (feature.name,)))
-        statements.append(("UPDATE skene.features SET period = %s, soft = %s, meter = %s, "
-                           "match = %s, updated_at = pg_catalog.now() WHERE feature = %s",
-                           params))
+        statements.append(
+            (
+                "UPDATE skene.features SET period = %s, soft = %s, meter = %s, "
+                "match = %s, updated_at = pg_catalog.now() WHERE feature = %s",
+                params,
+            )
+        )
         steps.append((Change("update", "feature", feature.name, "; ".join(details)), statements))
     return steps
 
@@ -224,56 +336,123 @@ def _limit_steps(now: _Catalogue, config: SkeneConfig, gone_plans: set[str]) -> 
     for (feature, plan), limit in sorted(now.limits.items()):
         # Limits of deleted plans and features go with them (ON DELETE CASCADE).
         if (feature, plan) not in wanted and feature in kept_features and plan not in gone_plans:
-            steps.append((Change("delete", "limit", f"{feature}/{plan}",
-                                 f"was {_limit(limit)}; {plan} no longer includes {feature}"),
-                          [("DELETE FROM skene.feature_limits WHERE feature = %s AND plan = %s",
-                            (feature, plan))]))
+            steps.append(
+                (
+                    Change(
+                        "delete",
+                        "limit",
+                        f"{feature}/{plan}",
+                        f"was {_limit(limit)}; {plan} no longer includes {feature}",
+                    ),
+                    [
+                        (
+                            "DELETE FROM skene.feature_limits WHERE feature = %s AND plan = %s",
+                            (feature, plan),
+                        )
+                    ],
+                )
+            )
     for (feature, plan), limit in wanted.items():
         key = f"{feature}/{plan}"
         if (feature, plan) not in now.limits:
-            steps.append((Change("create", "limit", key, _limit(limit)),
-                          [("INSERT INTO skene.feature_limits (usage_limit, feature, plan) "
-                            "VALUES (%s, %s, %s)", (limit, feature, plan))]))
+            steps.append(
+                (
+                    Change("create", "limit", key, _limit(limit)),
+                    [
+                        (
+                            "INSERT INTO skene.feature_limits (usage_limit, feature, plan) "
+                            "VALUES (%s, %s, %s)",
+                            (limit, feature, plan),
+                        )
+                    ],
+                )
+            )
         elif now.limits[(feature, plan)] != limit:
-            steps.append((Change("update", "limit", key,
-                                 f"{_limit(now.limits[(feature, plan)])} -> {_limit(limit)}"),
-                          [("UPDATE skene.feature_limits SET usage_limit = %s "
-                            "WHERE feature = %s AND plan = %s", (limit, feature, plan))]))
+            steps.append(
+                (
+                    Change(
+                        "update",
+                        "limit",
+                        key,
+                        f"{_limit(now.limits[(feature, plan)])} -> {_limit(limit)}",
+                    ),
+                    [
+                        (
+                            "UPDATE skene.feature_limits SET usage_limit = %s "
+                            "WHERE feature = %s AND plan = %s",
+                            (limit, feature, plan),
+                        )
+                    ],
+                )
+            )
     return steps
 
 
 def _loop_deletions(now: _Catalogue, config: SkeneConfig) -> list[Step]:
     kept = {loop.name for loop in config.loops}
-    return [_delete("loop", name, f"{now.loops[name]['type']}; no longer in the file",
-                    "DELETE FROM skene.loops WHERE name = %s")
-            for name in sorted(set(now.loops) - kept)]
+    return [
+        _delete(
+            "loop",
+            name,
+            f"{now.loops[name]['type']}; no longer in the file",
+            "DELETE FROM skene.loops WHERE name = %s",
+        )
+        for name in sorted(set(now.loops) - kept)
+    ]
 
 
 def _loop_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
     steps: list[Step] = []
     for loop in config.loops:
-        wanted = {"type": loop.type, "feature": loop.feature, "config": loop.config,
-                  "enabled": loop.enabled}
+        wanted = {
+            "type": loop.type,
+            "feature": loop.feature,
+            "config": loop.config,
+            "enabled": loop.enabled,
+        }
         params = (loop.type, loop.feature, Jsonb(loop.config), loop.enabled, loop.name)
         current = now.loops.get(loop.name)
         if current is None:
             detail = loop.type + (f" on {loop.feature}" if loop.feature else "")
             detail += "" if loop.enabled else ", disabled"
-            steps.append((Change("create", "loop", loop.name, detail),
-                          [("INSERT INTO skene.loops (type, feature, config, enabled, name) "
-                            "VALUES (%s, %s, %s, %s, %s)", params)]))
+            steps.append(
+                (
+                    Change("create", "loop", loop.name, detail),
+                    [
+                        (
+                            "INSERT INTO skene.loops (type, feature, config, enabled, name) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            params,
+                        )
+                    ],
+                )
+            )
             continue
-        details = [f"{key}: {_toml(current[key])} -> {_toml(wanted[key])}"
-                   for key in ("type", "feature", "enabled") if current[key] != wanted[key]]
-        config_keys = sorted(key for key in {*current["config"], *loop.config}
-                             if current["config"].get(key) != loop.config.get(key))
+        details = [
+            f"{key}: {_toml(current[key])} -> {_toml(wanted[key])}"
+            for key in ("type", "feature", "enabled")
+            if current[key] != wanted[key]
+        ]
+        config_keys = sorted(
+            key
+            for key in {*current["config"], *loop.config}
+            if current["config"].get(key) != loop.config.get(key)
+        )
         if config_keys:
             details.append(f"changed {', '.join(config_keys)}")
         if details:
-            steps.append((Change("update", "loop", loop.name, "; ".join(details)),
-                          [("UPDATE skene.loops SET type = %s, feature = %s, config = %s, "
+            steps.append(
+                (
+                    Change("update", "loop", loop.name, "; ".join(details)),
+                    [
+                        (
+                            "UPDATE skene.loops SET type = %s, feature = %s, config = %s, "
                             "enabled = %s, updated_at = pg_catalog.now() WHERE name = %s",
-                            params)]))
+                            params,
+                        )
+                    ],
+                )
+            )
     return steps
 
 
@@ -294,16 +473,19 @@ def _toml(value: Any) -> str:
 # The command
 # --------------------------------------------------------------------------------
 
+
 @click.command("apply")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path), default="skene.toml")
 @click.option("--dry-run", is_flag=True, help="Show what would change and change nothing.")
-@click.option("--prune", is_flag=True,
-              help="Also delete plans and features the file no longer lists.")
+@click.option(
+    "--prune", is_flag=True, help="Also delete plans and features the file no longer lists."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the changes (or problems) as JSON.")
 @database_url_option
 @fails_cleanly
-def apply_command(file: Path, dry_run: bool, prune: bool, as_json: bool,
-                  database_url: str | None) -> None:
+def apply_command(
+    file: Path, dry_run: bool, prune: bool, as_json: bool, database_url: str | None
+) -> None:
     """Validate FILE (default: skene.toml) and apply it in one transaction.
 
     Every mistake in the file is reported with its line and field, and then nothing
@@ -321,13 +503,15 @@ def apply_command(file: Path, dry_run: bool, prune: bool, as_json: bool,
         config = load_config(file)
     except ConfigError as exc:
         if as_json:
-            click.echo(json.dumps({"problems": [
-                {**asdict(p), "file": str(p.file)} for p in exc.problems]}))
+            click.echo(
+                json.dumps({"problems": [{**asdict(p), "file": str(p.file)} for p in exc.problems]})
+            )
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
-        click.echo(f"{count} problem{'s' if count != 1 else ''} in {file}: nothing applied",
-                   err=True)
+        click.echo(
+            f"{count} problem{'s' if count != 1 else ''} in {file}: nothing applied", err=True
+        )
         sys.exit(1)
     with db.connect(db.require_url(database_url), autocommit=True) as conn:
         try:
@@ -335,8 +519,11 @@ def apply_command(file: Path, dry_run: bool, prune: bool, as_json: bool,
         except ApplyRefused as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps({"file": str(file), "dry_run": dry_run,
-                               "changes": [asdict(c) for c in changes]}))
+        click.echo(
+            json.dumps(
+                {"file": str(file), "dry_run": dry_run, "changes": [asdict(c) for c in changes]}
+            )
+        )
         return
     for change in changes:
         click.echo(f"would {change}" if dry_run else str(change))

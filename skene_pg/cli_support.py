@@ -13,8 +13,11 @@ import click
 from skene_pg import db, devdb
 
 database_url_option = click.option(
-    "--database-url", envvar="SKENE_DATABASE_URL", metavar="URL",
-    help="PostgreSQL URL or libpq string [env: SKENE_DATABASE_URL].")
+    "--database-url",
+    envvar="SKENE_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL URL or libpq string [env: SKENE_DATABASE_URL].",
+)
 
 
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:

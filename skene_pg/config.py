@@ -42,6 +42,7 @@ _DURATION_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 # What a valid file becomes
 # --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PlanSpec:
     name: str
@@ -134,7 +135,7 @@ def _syntax_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> Prob
     found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
     if found:
         line: int | None = int(found[1])
-        message = f"{message[:found.start()]} (column {found[2]})"
+        message = f"{message[: found.start()]} (column {found[2]})"
     elif message.endswith(" (at end of document)"):
         line = max(1, len(text.splitlines()))
         message = message.removesuffix(" (at end of document)") + " (at the end of the file)"
@@ -357,8 +358,14 @@ class _Checker:
         self.problems.append(Problem(self.file, self.locator.locate(path), dotted(path), message))
 
     # -- shapes and types --
-    def table(self, value: Any, path: FieldPath, required: tuple[str, ...] = (),
-              optional: tuple[str, ...] = (), what: str = "a table") -> dict | None:
+    def table(
+        self,
+        value: Any,
+        path: FieldPath,
+        required: tuple[str, ...] = (),
+        optional: tuple[str, ...] = (),
+        what: str = "a table",
+    ) -> dict | None:
         if not isinstance(value, dict):
             self.report(path, f"must be {what}, got {describe(value)}")
             return None
@@ -418,10 +425,16 @@ class _Checker:
         plan_names = tuple(p.name for p in plans)
         default = data.get("default_plan", "")
         # Without a valid plans table every plan would look undefined: say it once.
-        if "default_plan" in data and self.string(default, ("default_plan",)) is not None \
-                and isinstance(data.get("plans"), dict) and default not in plan_names:
-            self.report(("default_plan",),
-                        f"{describe(default)} is not a defined plan; defined: {_names(plan_names)}")
+        if (
+            "default_plan" in data
+            and self.string(default, ("default_plan",)) is not None
+            and isinstance(data.get("plans"), dict)
+            and default not in plan_names
+        ):
+            self.report(
+                ("default_plan",),
+                f"{describe(default)} is not a defined plan; defined: {_names(plan_names)}",
+            )
         features = self.features(data.get("features", {}), plan_names)
         loops = self.loops(data.get("loops", []), tuple(f.name for f in features))
         if self.problems:
@@ -456,10 +469,15 @@ class _Checker:
             if self.string(price, (*path, index)) is None:
                 continue
             if price in owner:
-                where = ("listed twice" if owner[price] == plan
-                         else f"already mapped to plan {owner[price]}")
-                self.report((*path, index),
-                            f"{describe(price)} is {where}; a price may map to one plan only")
+                where = (
+                    "listed twice"
+                    if owner[price] == plan
+                    else f"already mapped to plan {owner[price]}"
+                )
+                self.report(
+                    (*path, index),
+                    f"{describe(price)} is {where}; a price may map to one plan only",
+                )
                 continue
             owner[price] = plan
             prices.append(price)
@@ -473,13 +491,20 @@ class _Checker:
         for name, body in value.items():
             path: FieldPath = ("features", name)
             self.name(name, path, FEATURE_NAME, "feature")
-            if self.table(body, path, required=("period", "limits"),
-                          optional=("soft", "meter", "match")) is None:
+            if (
+                self.table(
+                    body, path, required=("period", "limits"), optional=("soft", "meter", "match")
+                )
+                is None
+            ):
                 continue
             period = body.get("period")
             if "period" in body and not is_period(period):
-                self.report((*path, "period"), f"{describe(period)} is not a period; use day, "
-                            "week, month, Nd (e.g. 30d, 1-366), billing_cycle or lifetime")
+                self.report(
+                    (*path, "period"),
+                    f"{describe(period)} is not a period; use day, "
+                    "week, month, Nd (e.g. 30d, 1-366), billing_cycle or lifetime",
+                )
             limits = self.limits(body.get("limits", {}), (*path, "limits"), plans)
             soft = self.boolean(body.get("soft", False), (*path, "soft"))
             meter = body.get("meter")
@@ -496,21 +521,29 @@ class _Checker:
         limits: dict[str, int | None] = {}
         for plan, limit in value.items():
             if plan not in plans:
-                self.report((*path, plan),
-                            f"{describe(plan)} is not a defined plan; defined: {_names(plans)}")
+                self.report(
+                    (*path, plan),
+                    f"{describe(plan)} is not a defined plan; defined: {_names(plans)}",
+                )
             if limit == UNLIMITED:
                 limits[plan] = None
             elif type(limit) is int and 0 <= limit <= MAX_BIGINT:  # bool is not a number here
                 limits[plan] = limit
             else:
-                self.report((*path, plan), f'must be a whole number >= 0 (0: not in the plan) or '
-                            f'"unlimited", got {describe(limit)}')
+                self.report(
+                    (*path, plan),
+                    f"must be a whole number >= 0 (0: not in the plan) or "
+                    f'"unlimited", got {describe(limit)}',
+                )
         return limits
 
     def match(self, value: Any, path: FieldPath) -> tuple[dict, ...]:
         if not isinstance(value, list):
-            self.report(path, f'must be an array of {{ method = "POST", path = "/api/..." }} '
-                        f'tables, got {describe(value)}')
+            self.report(
+                path,
+                f'must be an array of {{ method = "POST", path = "/api/..." }} '
+                f"tables, got {describe(value)}",
+            )
             return ()
         for index, pattern in enumerate(value):
             where = (*path, index)
@@ -518,16 +551,21 @@ class _Checker:
                 continue
             if "method" in pattern:
                 self.choice(pattern["method"], (*where, "method"), HTTP_METHODS)
-            if "path" in pattern and self.string(pattern["path"], (*where, "path")) \
-                    and not pattern["path"].startswith("/"):
+            if (
+                "path" in pattern
+                and self.string(pattern["path"], (*where, "path"))
+                and not pattern["path"].startswith("/")
+            ):
                 self.report((*where, "path"), f'{describe(pattern["path"])} must start with "/"')
         return tuple(value)
 
     # -- loops --
     def loops(self, value: Any, features: tuple[str, ...]) -> tuple[LoopSpec, ...]:
         if not isinstance(value, list):
-            self.report(("loops",), f"must be an array of tables: write each loop as [[loops]], "
-                        f"got {describe(value)}")
+            self.report(
+                ("loops",),
+                f"must be an array of tables: write each loop as [[loops]], got {describe(value)}",
+            )
             return ()
         specs = []
         seen: dict[str, int] = {}
@@ -537,8 +575,10 @@ class _Checker:
                 continue
             if spec.name in seen:
                 first = seen[spec.name]
-                self.report(("loops", index, "name"),
-                            f"{describe(spec.name)} is already the name of loops[{first}]")
+                self.report(
+                    ("loops", index, "name"),
+                    f"{describe(spec.name)} is already the name of loops[{first}]",
+                )
                 continue
             seen[spec.name] = index
             specs.append(spec)
@@ -559,19 +599,31 @@ class _Checker:
         if self.choice(kind, (*path, "type"), LOOP_TYPES) is None:
             return None
         required, optional = _LOOP_KEYS[kind]
-        self.table(body, path, required=("name", "type", *required),
-                   optional=(*_COMMON_LOOP_KEYS, *optional))
+        self.table(
+            body,
+            path,
+            required=("name", "type", *required),
+            optional=(*_COMMON_LOOP_KEYS, *optional),
+        )
         enabled = self.boolean(body.get("enabled", True), (*path, "enabled"))
         if "recovery" in body:
             self.recovery(body["recovery"], (*path, "recovery"))
         feature = body.get("feature")
         if kind == "milestone" and ("feature" in body) == ("event" in body):
-            self.report((*path, "feature"), "a milestone counts either a feature or an event: "
-                        "set exactly one of feature and event")
-        if "feature" in body and self.string(feature, (*path, "feature")) is not None \
-                and feature not in features:
-            self.report((*path, "feature"), f"{describe(feature)} is not a defined feature; "
-                        f"defined: {_names(features)}")
+            self.report(
+                (*path, "feature"),
+                "a milestone counts either a feature or an event: "
+                "set exactly one of feature and event",
+            )
+        if (
+            "feature" in body
+            and self.string(feature, (*path, "feature")) is not None
+            and feature not in features
+        ):
+            self.report(
+                (*path, "feature"),
+                f"{describe(feature)} is not a defined feature; defined: {_names(features)}",
+            )
         getattr(self, kind)(body, path)
         if name is None:
             return None
@@ -586,8 +638,11 @@ class _Checker:
             prompt = self.table(body["upgrade_prompt"], where, required=("channel", "template"))
             if prompt is not None:
                 if "channel" in prompt and prompt["channel"] not in CHANNELS:
-                    self.report((*where, "channel"), f"{describe(prompt['channel'])} is not "
-                                f"supported; channel must be \"email\" (the only channel for now)")
+                    self.report(
+                        (*where, "channel"),
+                        f"{describe(prompt['channel'])} is not "
+                        f'supported; channel must be "email" (the only channel for now)',
+                    )
                 if "template" in prompt:
                     self.string(prompt["template"], (*where, "template"))
 
@@ -614,16 +669,22 @@ class _Checker:
             return
         thresholds, where = body["thresholds"], (*path, "thresholds")
         if not isinstance(thresholds, list) or not thresholds:
-            self.report(where, f"must be a non-empty array of whole numbers, e.g. [100, 1000], "
-                        f"got {describe(thresholds)}")
+            self.report(
+                where,
+                f"must be a non-empty array of whole numbers, e.g. [100, 1000], "
+                f"got {describe(thresholds)}",
+            )
             return
         previous = 0
         for index, threshold in enumerate(thresholds):
             if self.whole(threshold, (*where, index), 1) is None:
                 continue
             if threshold <= previous:
-                self.report((*where, index), f"{threshold} must be greater than the threshold "
-                            f"before it ({previous}): thresholds increase")
+                self.report(
+                    (*where, index),
+                    f"{threshold} must be greater than the threshold "
+                    f"before it ({previous}): thresholds increase",
+                )
             previous = threshold
 
     def recovery(self, value: Any, path: FieldPath) -> None:
@@ -636,8 +697,11 @@ class _Checker:
 
     def steps(self, value: Any, path: FieldPath) -> None:
         if not isinstance(value, list):
-            self.report(path, f'must be an array of {{ after = "14 days", template = "..." }} '
-                        f"tables, got {describe(value)}")
+            self.report(
+                path,
+                f'must be an array of {{ after = "14 days", template = "..." }} '
+                f"tables, got {describe(value)}",
+            )
             return
         previous = 0
         for index, step in enumerate(value):
@@ -656,8 +720,11 @@ class _Checker:
         """Seconds of "7 days", "36 hours", ... (a PostgreSQL interval as well)."""
         found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
         if not found:
-            self.report(path, f'{describe(value)} is not a duration; use e.g. "7 days" or '
-                        f'"36 hours" (minutes, hours, days or weeks)')
+            self.report(
+                path,
+                f'{describe(value)} is not a duration; use e.g. "7 days" or '
+                f'"36 hours" (minutes, hours, days or weeks)',
+            )
             return None
         return int(found[1]) * _DURATION_SECONDS[found[2]]
 
@@ -696,8 +763,10 @@ def cron_mistake(schedule: str) -> str | None:
     """What is wrong with a five-field cron schedule, or None."""
     fields = schedule.split()
     if len(fields) != 5:
-        return (f"{describe(schedule)} is not a cron schedule: it needs 5 fields (minute hour "
-                f'day-of-month month day-of-week), e.g. "0 9 * * *"')
+        return (
+            f"{describe(schedule)} is not a cron schedule: it needs 5 fields (minute hour "
+            f'day-of-month month day-of-week), e.g. "0 9 * * *"'
+        )
     for text, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
         for part in text.split(","):
             found = _CRON_PART.fullmatch(part)
@@ -706,10 +775,14 @@ def cron_mistake(schedule: str) -> str | None:
             for bound in (found[1], found[2]):
                 if bound is None:
                     continue
-                number = names.index(bound.lower()) + low if bound.lower() in names else (
-                    int(bound) if bound.isdigit() else None)
+                number = (
+                    names.index(bound.lower()) + low
+                    if bound.lower() in names
+                    else (int(bound) if bound.isdigit() else None)
+                )
                 if number is None or not low <= number <= high:
-                    return (f"{describe(schedule)}: {label} {describe(bound)} is out of range "
-                            f"{low}-{high}")
+                    return (
+                        f"{describe(schedule)}: {label} {describe(bound)} is out of range "
+                        f"{low}-{high}"
+                    )
     return None
-

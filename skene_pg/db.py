@@ -23,5 +23,4 @@ def require_url(url: str | None) -> str:
 
 def connect(url: str, *, autocommit: bool = False, **kwargs: object) -> psycopg.Connection:
     """A psycopg connection; `url` is a postgresql:// URL or a libpq key=value string."""
-    return psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME,
-                           **kwargs)  # type: ignore[arg-type]
+    return psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME, **kwargs)  # type: ignore[arg-type]

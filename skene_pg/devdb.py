@@ -106,8 +106,14 @@ class _RunAs:
                 entry = pwd.getpwnam(name)
                 return cls(entry.pw_uid, entry.pw_gid, entry.pw_name)
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             FALLBACK_OS_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                FALLBACK_OS_USER,
+            ],
             check=True,
         )
         entry = pwd.getpwnam(FALLBACK_OS_USER)
@@ -127,8 +133,15 @@ class DevCluster:
     wrong for benchmarks that should resemble production.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None, fast: bool = False,
-                 cron_database: str = DEFAULT_DBNAME, max_connections: int = 200):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        fast: bool = False,
+        cron_database: str = DEFAULT_DBNAME,
+        max_connections: int = 200,
+    ):
         self.directory = Path(directory).resolve()
         self.data_dir = self.directory / "data"
         self.log_file = self.directory / "postgres.log"
@@ -162,8 +175,9 @@ class DevCluster:
     def is_running(self) -> bool:
         if not self.is_initialized():
             return False
-        result = self.owner.run([str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)],
-                                cwd=self.directory)
+        result = self.owner.run(
+            [str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)], cwd=self.directory
+        )
         return result.returncode == 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -194,8 +208,17 @@ class DevCluster:
         if os.geteuid() == 0:
             os.chown(self.directory, self.owner.uid, self.owner.gid)
         result = self.owner.run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-             "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"],
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
             cwd=self.directory,
         )
         if result.returncode != 0:
@@ -210,11 +233,12 @@ class DevCluster:
             "timezone": "'UTC'",
         }
         if self.fast:
-            settings |= {"fsync": "off", "synchronous_commit": "off",
-                         "full_page_writes": "off"}
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         if self.has_pg_cron:
-            settings |= {"shared_preload_libraries": "'pg_cron'",
-                         "cron.database_name": f"'{self.cron_database}'"}
+            settings |= {
+                "shared_preload_libraries": "'pg_cron'",
+                "cron.database_name": f"'{self.cron_database}'",
+            }
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# added by skene-pg dev-db\n")
             for key, value in settings.items():
@@ -222,8 +246,9 @@ class DevCluster:
         self.state_file.write_text(json.dumps({"port": port}))
 
     def _pg_ctl(self, *args: str) -> None:
-        result = self.owner.run([str(self.bindir / "pg_ctl"), *args, "-D", str(self.data_dir)],
-                                cwd=self.directory)
+        result = self.owner.run(
+            [str(self.bindir / "pg_ctl"), *args, "-D", str(self.data_dir)], cwd=self.directory
+        )
         if result.returncode != 0:
             tail = ""
             if self.log_file.exists():
@@ -241,7 +266,8 @@ class DevCluster:
                     raise
                 time.sleep(0.1)
         with conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (dbname,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))

@@ -30,8 +30,9 @@ def _config(output: io.StringIO | None = None) -> Config:
 @contextmanager
 def _connection(url: str) -> Iterator[Connection]:
     # psycopg understands every form of connection string; SQLAlchemy only wraps it.
-    engine = create_engine("postgresql+psycopg://", creator=lambda: db.connect(url),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: db.connect(url), poolclass=NullPool
+    )
     try:
         with engine.begin() as connection:
             yield connection
@@ -75,7 +76,8 @@ def downgrade_sql(from_revision: str, to_revision: str) -> str:
 def current_revision(url: str) -> str | None:
     with _connection(url) as connection:
         context = MigrationContext.configure(
-            connection, opts={"version_table_schema": SCHEMA, "version_table": VERSION_TABLE})
+            connection, opts={"version_table_schema": SCHEMA, "version_table": VERSION_TABLE}
+        )
         return context.get_current_revision()
 
 

@@ -39,7 +39,9 @@ DROP TABLE IF EXISTS skene.customers;
 DROP TABLE IF EXISTS skene.loops;
 DROP TABLE IF EXISTS skene.feature_limits;
 DROP TABLE IF EXISTS skene.features;
+DROP TABLE IF EXISTS skene.plan_prices;
 DROP TABLE IF EXISTS skene.plans;
 
+DROP FUNCTION IF EXISTS skene.utc_text(timestamptz);
 DROP FUNCTION IF EXISTS skene.utc_day(timestamptz);
 DROP FUNCTION IF EXISTS skene.now();

@@ -26,16 +26,25 @@ $roles$;
 CREATE FUNCTION skene.now() RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    -- Tests (and demos) move time by setting skene.now; production leaves it unset.
-    SELECT coalesce(NULLIF(pg_catalog.current_setting('skene.now', true), '')::timestamptz,
-                    pg_catalog.now())
+    -- Tests move time by setting skene.now. Only a superuser's session may: an
+    -- application role must not be able to move its own quota clock.
+    SELECT CASE WHEN pg_catalog.current_setting('skene.now', true) <> ''
+                     AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                           WHERE r.rolname = pg_catalog.session_user())
+                THEN pg_catalog.current_setting('skene.now')::timestamptz
+                ELSE pg_catalog.now() END
 $$;
-COMMENT ON FUNCTION skene.now() IS 'Current time for skene: the skene.now setting when set (tests), else now()';
+COMMENT ON FUNCTION skene.now() IS 'Current time for skene: the skene.now setting in a superuser''s session (tests), else now()';
 
 CREATE FUNCTION skene.utc_day(at_time timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT floor(extract(epoch FROM at_time) / 86400)::bigint $$;
 COMMENT ON FUNCTION skene.utc_day(timestamptz) IS 'Days since 1970-01-01 UTC: the day buckets of Nd windows';
+
+CREATE FUNCTION skene.utc_text(at_time timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.to_char(at_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') $$;
+COMMENT ON FUNCTION skene.utc_text(timestamptz) IS 'ISO 8601 in UTC, for job payloads: the same text whatever the session TimeZone';
 
 -- ---------------------------------------------------------------------------------
 -- Catalogue: plans, features, limits, loops (written by `skene-pg apply`)
@@ -49,6 +58,14 @@ CREATE TABLE skene.plans (
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE skene.plans IS 'Plans customers can be on; exactly one is the default for new customers';
+
+CREATE TABLE skene.plan_prices (
+    price_id text PRIMARY KEY,  -- one plan per biller price
+    plan     text NOT NULL REFERENCES skene.plans ON DELETE CASCADE,
+    provider text NOT NULL DEFAULT 'stripe'
+);
+COMMENT ON TABLE skene.plan_prices IS 'Biller prices (stripe_prices in skene.toml) and the plan each one puts a customer on';
+CREATE INDEX IF NOT EXISTS plan_prices_plan ON skene.plan_prices (plan);
 CREATE UNIQUE INDEX IF NOT EXISTS plans_one_default ON skene.plans ((true)) WHERE is_default;
 
 CREATE TABLE skene.features (
@@ -80,7 +97,8 @@ CREATE TABLE skene.feature_limits (
 COMMENT ON TABLE skene.feature_limits IS 'Per-plan limit of each feature; a plan without a row does not include the feature';
 
 CREATE TABLE skene.loops (
-    name        text PRIMARY KEY,
+    -- no ':' (job dedupe keys join names with it)
+    name        text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
     type        text NOT NULL CHECK (type IN (
                     'freemium',    -- a block queues an upgrade prompt
                     'retention',   -- scheduled: dormant customers get re-engagement
@@ -295,6 +313,11 @@ BEGIN
         v_anchor := anchor_start AT TIME ZONE 'UTC';
         v_months := (extract(year FROM age(v_at_utc, v_anchor)) * 12
                      + extract(month FROM age(v_at_utc, v_anchor)))::int;
+        -- age() can count one month short from a month-end anchor: 31 Jan + 1 month
+        -- is 28 Feb, yet age('28 Feb 12:00', '31 Jan') is 0 months 28 days.
+        IF v_anchor + make_interval(months => v_months + 1) <= v_at_utc THEN
+            v_months := v_months + 1;
+        END IF;
         period_start := (v_anchor + make_interval(months => v_months)) AT TIME ZONE 'UTC';
         period_end := (v_anchor + make_interval(months => v_months + 1)) AT TIME ZONE 'UTC';
         RETURN;
@@ -481,8 +504,8 @@ BEGIN
                 'plan', outcome.plan,
                 'used', outcome.used,
                 'usage_limit', outcome.usage_limit,
-                'resets_at', outcome.resets_at,
-                'period_start', CASE WHEN isfinite(hit_period) THEN hit_period END),
+                'resets_at', skene.utc_text(outcome.resets_at),
+                'period_start', skene.utc_text(CASE WHEN isfinite(hit_period) THEN hit_period END)),
             customer_id => customer_id,
             loop_name => v_loop.name,
             dedupe_key => format('upgrade_prompt:%s:%s:%s:%s', v_loop.name, customer_id,
@@ -530,7 +553,7 @@ CREATE TRIGGER limit_overrides_changed AFTER INSERT OR UPDATE OR DELETE ON skene
     FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
 CREATE TRIGGER feature_limits_changed AFTER INSERT OR UPDATE OR DELETE ON skene.feature_limits
     FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
-CREATE TRIGGER features_changed AFTER UPDATE ON skene.features
+CREATE TRIGGER features_changed AFTER UPDATE OF period, soft ON skene.features
     FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
 
 -- ---------------------------------------------------------------------------------
@@ -560,13 +583,15 @@ DECLARE
     v_buckets   bigint[];
     v_day_used  bigint;
     v_claimed   boolean;
+    v_locked    boolean;      -- the counter was locked before the catalogue was read
     v_result    skene.decision;
 BEGIN
     IF idempotency_key IS NOT NULL THEN
         -- Claim the key before counting: a concurrent call with the same key waits on
-        -- it and then replays this call's outcome.
+        -- it and then replays this call's outcome. Validate first: the key's foreign
+        -- keys would otherwise turn an unknown feature into 23503, not 22023.
+        PERFORM skene.require_valid(customer_id, feature, amount);
         IF NOT EXISTS (SELECT 1 FROM skene.customers c WHERE c.customer_id = customer_id) THEN
-            PERFORM skene.require_valid(customer_id, feature, amount);
             PERFORM skene.register_customer(customer_id);
         END IF;
         INSERT INTO skene.idempotency_keys AS k (customer_id, feature, idempotency_key, created_at)
@@ -620,6 +645,13 @@ BEGIN
     -- limit, or a block.
     v_today := skene.utc_day(v_now);
     v_day_start := to_timestamp(v_today * 86400);
+    -- Lock the counter before reading the catalogue, so the limit cached below is
+    -- current: a plan, limit or override change that commits after this read has to
+    -- wait for the lock, and its invalidation lands after our write.
+    SELECT u.period_start, u.used, u.day_used, u.buckets INTO v_row
+      FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature
+       FOR UPDATE;
+    v_locked := FOUND;
     SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
     IF NOT FOUND OR NOT ctx.found_customer OR amount IS NULL OR amount <= 0 THEN
         PERFORM skene.require_valid(customer_id, feature, amount);
@@ -636,14 +668,29 @@ BEGIN
         v_end := v_day_start + interval '1 day';
     END IF;
 
-    IF ctx.in_plan THEN
-        -- Lock the row so concurrent callers roll it forward once and count in turn.
+    IF ctx.in_plan AND NOT v_locked THEN
+        -- A new counter: create it (or wait for whoever is creating it) and lock it so
+        -- concurrent callers count in turn.
         INSERT INTO skene.usage AS u (customer_id, feature, period_start, used, rolls_at)
         VALUES (customer_id, feature, v_start, 0, '-infinity')  -- no cached limit yet
         ON CONFLICT ON CONSTRAINT usage_pkey DO NOTHING;
         SELECT u.period_start, u.used, u.day_used, u.buckets INTO v_row
           FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature
            FOR UPDATE;
+    END IF;
+    IF ctx.in_plan AND v_row.period_start > v_now THEN
+        -- Others have rolled the counter into a later period than this call's clock:
+        -- now() is when a transaction began, so one begun before the rollover gets here
+        -- late. Count in the counter's period; rolling it back would lose that period's
+        -- usage and let the limit be overshot.
+        v_now := v_row.period_start;
+        v_today := skene.utc_day(v_now);
+        v_day_start := to_timestamp(v_today * 86400);
+        SELECT b.period_start, b.period_end INTO v_start, v_end
+          FROM skene.period_bounds(ctx.period, v_now, ctx.billing_period_start,
+                                   ctx.billing_period_end) b;
+    END IF;
+    IF ctx.in_plan THEN
         IF ctx.window_days IS NULL THEN
             v_used := CASE WHEN v_row.period_start = v_start THEN v_row.used ELSE 0 END;
             v_resets := v_end;
@@ -652,7 +699,9 @@ BEGIN
                 v_row.buckets, v_row.used, v_row.day_used, skene.utc_day(v_row.period_start),
                 v_today, ctx.window_days) w;
             v_used := v_window.used_now;
-            v_resets := v_window.frees_at;
+            -- an empty window: a unit counted now frees up N days from today
+            v_resets := coalesce(v_window.frees_at,
+                                 v_day_start + make_interval(days => ctx.window_days));
         END IF;
         IF ctx.usage_limit IS NULL OR ctx.soft OR v_used + amount <= ctx.usage_limit THEN
             v_used := v_used + amount;
@@ -661,10 +710,13 @@ BEGIN
                 v_buckets := v_window.buckets_now;
                 v_day_used := v_buckets[v_today % ctx.window_days + 1] + amount;
                 v_buckets[v_today % ctx.window_days + 1] := 0;
-                v_resets := coalesce(v_resets, v_day_start + make_interval(days => ctx.window_days));
             END IF;
             UPDATE skene.usage u
-               SET used = v_used, period_start = v_start, rolls_at = v_end,
+               -- a counter locked only after the catalogue was read caches nothing: a
+               -- change committed meanwhile could not see (so not invalidate) a row
+               -- still being created; the next call reads the catalogue again
+               SET used = v_used, period_start = v_start,
+                   rolls_at = CASE WHEN v_locked THEN v_end ELSE '-infinity' END,
                    resets_at = v_resets, buckets = v_buckets, day_used = v_day_used,
                    plan = ctx.plan, usage_limit = ctx.usage_limit, soft = ctx.soft
              WHERE u.customer_id = customer_id AND u.feature = feature;
@@ -744,7 +796,9 @@ BEGIN
             v_row.buckets, v_row.used, v_row.day_used, skene.utc_day(v_row.period_start),
             skene.utc_day(v_now), ctx.window_days) w;
         v_used := v_window.used_now;
-        v_resets := v_window.frees_at;
+        -- as check_and_increment reports it: an empty window frees N days from today
+        v_resets := coalesce(v_window.frees_at, to_timestamp(skene.utc_day(v_now) * 86400)
+                                                + make_interval(days => ctx.window_days));
     END IF;
 
     v_limit := CASE WHEN ctx.in_plan THEN ctx.usage_limit ELSE 0 END;
@@ -786,7 +840,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'skene: source must be non-empty',
             HINT = 'Name the biller or tool that changed the plan, e.g. ''stripe'' or ''manual''.';
     END IF;
-    SELECT c.plan INTO v_from FROM skene.customers c WHERE c.customer_id = customer_id FOR UPDATE;
+    -- NO KEY UPDATE, as the UPDATE below takes anyway: a plain FOR UPDATE would also
+    -- block the foreign-key checks (FOR KEY SHARE) of a gate call that holds this
+    -- customer's counter and is writing a limit hit, while the plan-change trigger
+    -- here waits for that counter: a deadlock.
+    SELECT c.plan INTO v_from FROM skene.customers c WHERE c.customer_id = customer_id
+       FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         INSERT INTO skene.customers AS c (customer_id, plan, plan_source, plan_external_ref,
                                           plan_changed_at, created_at, updated_at)
@@ -794,7 +853,7 @@ BEGIN
         ON CONFLICT ON CONSTRAINT customers_pkey DO NOTHING;
         IF NOT FOUND THEN  -- registered concurrently: take the update path
             SELECT c.plan INTO v_from FROM skene.customers c
-             WHERE c.customer_id = customer_id FOR UPDATE;
+             WHERE c.customer_id = customer_id FOR NO KEY UPDATE;
         END IF;
     END IF;
     IF v_from IS DISTINCT FROM plan THEN

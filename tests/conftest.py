@@ -40,10 +40,16 @@ def pg_cluster() -> Iterator[DevCluster]:
 @pytest.fixture(scope="session")
 def pg_server(pg_cluster: DevCluster) -> Iterator[NoopExecutor]:
     """The cluster as pytest-postgresql sees it, with `skene_test_tmpl` migrated."""
-    server = NoopExecutor(host="127.0.0.1", port=pg_cluster.port, user=SUPERUSER, options="",
-                          dbname=TEST_DBNAME)
-    template = DatabaseJanitor(user=SUPERUSER, host="127.0.0.1", port=pg_cluster.port,
-                               dbname=server.template_dbname, as_template=True)
+    server = NoopExecutor(
+        host="127.0.0.1", port=pg_cluster.port, user=SUPERUSER, options="", dbname=TEST_DBNAME
+    )
+    template = DatabaseJanitor(
+        user=SUPERUSER,
+        host="127.0.0.1",
+        port=pg_cluster.port,
+        dbname=server.template_dbname,
+        as_template=True,
+    )
     template.init()
     migrations.upgrade(pg_cluster.url(server.template_dbname))
     try:

@@ -26,13 +26,15 @@ limits = { free = -1 }
 """
 
 
-def apply(*args: str, db_url: str | None = None,
-          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def apply(
+    *args: str, db_url: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKENE_")}
     if db_url:
         env["SKENE_DATABASE_URL"] = db_url
-    return subprocess.run([SKENE_PG, "apply", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [SKENE_PG, "apply", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def plan_count(conn: psycopg.Connection) -> int:
@@ -41,15 +43,17 @@ def plan_count(conn: psycopg.Connection) -> int:
 
 
 def test_a_bad_file_lists_every_problem_and_applies_nothing(
-        tmp_path: Path, db_url: str, conn: psycopg.Connection) -> None:
+    tmp_path: Path, db_url: str, conn: psycopg.Connection
+) -> None:
     bad = tmp_path / "skene.toml"
     bad.write_text(BAD)
     result = apply(str(bad), db_url=db_url)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    located = [line for line in lines if re.match(rf"{re.escape(str(bad))}:\d+: [\w.\[\]]+: ",
-                                                  line)]
+    located = [
+        line for line in lines if re.match(rf"{re.escape(str(bad))}:\d+: [\w.\[\]]+: ", line)
+    ]
     assert [line.split(": ")[0:2] for line in located] == [
         [f"{bad}:1", "default_plan"],
         [f"{bad}:6", "features.api_calls.period"],
@@ -74,13 +78,14 @@ def test_a_missing_file_is_reported(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_the_example_applies_then_has_nothing_to_change(db_url: str,
-                                                        conn: psycopg.Connection) -> None:
+def test_the_example_applies_then_has_nothing_to_change(
+    db_url: str, conn: psycopg.Connection
+) -> None:
     first = apply(str(EXAMPLE), db_url=db_url)
     assert first.returncode == 0, first.stderr
     assert "create plan pro: paid" in first.stdout
     assert "create loop free_tier_limit: freemium on api_calls" in first.stdout
-    assert first.stdout.rstrip().endswith(f"applied 7 changes from {EXAMPLE}")
+    assert first.stdout.rstrip().endswith(f"applied 8 changes from {EXAMPLE}")
     assert plan_count(conn) == 2
     again = apply(str(EXAMPLE), db_url=db_url)
     assert again.returncode == 0, again.stderr
@@ -102,23 +107,27 @@ def test_json_output(tmp_path: Path, db_url: str) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["dry_run"] is True
-    assert out["changes"][0] == {"action": "create", "kind": "plan", "name": "free",
-                                 "detail": ""}
+    assert out["changes"][0] == {"action": "create", "kind": "plan", "name": "free", "detail": ""}
     bad = tmp_path / "skene.toml"
     bad.write_text(BAD)
     failed = apply(str(bad), "--json", db_url=db_url)
     assert failed.returncode == 1
     problems = json.loads(failed.stdout)["problems"]
-    assert problems[0] == {"file": str(bad), "line": 1, "field": "default_plan",
-                           "message": '"gold" is not a defined plan; defined: free'}
+    assert problems[0] == {
+        "file": str(bad),
+        "line": 1,
+        "field": "default_plan",
+        "message": '"gold" is not a defined plan; defined: free',
+    }
 
 
-def test_deleting_a_feature_needs_prune(tmp_path: Path, db_url: str,
-                                        conn: psycopg.Connection) -> None:
+def test_deleting_a_feature_needs_prune(
+    tmp_path: Path, db_url: str, conn: psycopg.Connection
+) -> None:
     assert apply(str(EXAMPLE), db_url=db_url).returncode == 0
     text = EXAMPLE.read_text()
     smaller = tmp_path / "skene.toml"
-    smaller.write_text(text[:text.index("[features.api_calls]")])
+    smaller.write_text(text[: text.index("[features.api_calls]")])
     refused = apply(str(smaller), db_url=db_url)
     assert refused.returncode == 1
     assert "feature api_calls" in refused.stderr and "--prune" in refused.stderr

@@ -20,8 +20,9 @@ SKENE_PG = str(Path(sys.executable).parent / "skene-pg")
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SKENE_")}
     full_env.update(env or {})
-    return subprocess.run([SKENE_PG, *args], capture_output=True, text=True, env=full_env,
-                          timeout=120)
+    return subprocess.run(
+        [SKENE_PG, *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

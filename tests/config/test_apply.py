@@ -63,26 +63,33 @@ def load(tmp_path: Path) -> Callable[[str], SkeneConfig]:
         path = tmp_path / "skene.toml"
         path.write_text(text)
         return load_config(path)
+
     return _load
 
 
 def catalogue(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row `apply` owns, with updated_at, in a stable order."""
     return {
-        "plans": conn.execute("SELECT plan, paid, is_default, updated_at FROM skene.plans "
-                              "ORDER BY plan").fetchall(),
-        "features": conn.execute("SELECT feature, period, soft, meter, match, updated_at "
-                                 "FROM skene.features ORDER BY feature").fetchall(),
-        "limits": conn.execute("SELECT feature, plan, usage_limit FROM skene.feature_limits "
-                               "ORDER BY feature, plan").fetchall(),
-        "loops": conn.execute("SELECT name, type, feature, config, enabled, updated_at "
-                              "FROM skene.loops ORDER BY name").fetchall(),
+        "plans": conn.execute(
+            "SELECT plan, paid, is_default, updated_at FROM skene.plans ORDER BY plan"
+        ).fetchall(),
+        "features": conn.execute(
+            "SELECT feature, period, soft, meter, match, updated_at "
+            "FROM skene.features ORDER BY feature"
+        ).fetchall(),
+        "limits": conn.execute(
+            "SELECT feature, plan, usage_limit FROM skene.feature_limits ORDER BY feature, plan"
+        ).fetchall(),
+        "loops": conn.execute(
+            "SELECT name, type, feature, config, enabled, updated_at FROM skene.loops ORDER BY name"
+        ).fetchall(),
     }
 
 
 def increment(conn: psycopg.Connection, customer: str, feature: str) -> tuple[Any, ...]:
-    row = conn.execute("SELECT allowed, reason, used FROM skene.check_and_increment(%s, %s)",
-                       (customer, feature)).fetchone()
+    row = conn.execute(
+        "SELECT allowed, reason, used FROM skene.check_and_increment(%s, %s)", (customer, feature)
+    ).fetchone()
     assert row is not None
     return row
 
@@ -96,19 +103,32 @@ def test_apply_creates_exactly_the_rows(conn: psycopg.Connection, load: Any) -> 
         ("api_calls", "30d", False, None, []),
         ("exports", "month", True, None, [{"method": "POST", "path": "/api/exports/*"}]),
     ]
-    assert rows["limits"] == [("api_calls", "free", 100), ("api_calls", "pro", None),
-                              ("exports", "free", 0), ("exports", "pro", 50)]
-    assert [r[:5] for r in rows["loops"]] == [(
-        "free_tier_limit", "freemium", "api_calls",
-        {"message": "Upgrade to continue.",
-         "upgrade_prompt": {"channel": "email", "template": "upgrade_prompt"},
-         "recovery": {"retries": 0}}, True)]
+    assert rows["limits"] == [
+        ("api_calls", "free", 100),
+        ("api_calls", "pro", None),
+        ("exports", "free", 0),
+        ("exports", "pro", 50),
+    ]
+    assert [r[:5] for r in rows["loops"]] == [
+        (
+            "free_tier_limit",
+            "freemium",
+            "api_calls",
+            {
+                "message": "Upgrade to continue.",
+                "upgrade_prompt": {"channel": "email", "template": "upgrade_prompt"},
+                "recovery": {"retries": 0},
+            },
+            True,
+        )
+    ]
     assert str(changes[1]) == "create plan pro: paid"
     assert str(changes[0]) == "create plan free"
 
 
 def test_applying_twice_changes_nothing_and_keeps_updated_at(
-        conn: psycopg.Connection, load: Any) -> None:
+    conn: psycopg.Connection, load: Any
+) -> None:
     config = load(BASE)
     apply_config(conn, config)
     before = catalogue(conn)
@@ -117,8 +137,7 @@ def test_applying_twice_changes_nothing_and_keeps_updated_at(
     assert catalogue(conn) == before
 
 
-def test_dry_run_lists_the_changes_and_writes_nothing(conn: psycopg.Connection,
-                                                      load: Any) -> None:
+def test_dry_run_lists_the_changes_and_writes_nothing(conn: psycopg.Connection, load: Any) -> None:
     config = load(BASE)
     assert diff(conn, config) == BASE_CHANGES
     assert apply_config(conn, config, dry_run=True) == BASE_CHANGES
@@ -127,7 +146,8 @@ def test_dry_run_lists_the_changes_and_writes_nothing(conn: psycopg.Connection,
     changed = load(BASE.replace("free = 100", "free = 200"))
     before = catalogue(conn)
     assert apply_config(conn, changed, dry_run=True) == [
-        Change("update", "limit", "api_calls/free", "100 -> 200")]
+        Change("update", "limit", "api_calls/free", "100 -> 200")
+    ]
     assert catalogue(conn) == before
 
 
@@ -141,38 +161,48 @@ def test_changing_a_limit_updates_only_that_row(conn: psycopg.Connection, load: 
     after = catalogue(conn)
     assert after["limits"][0] == ("api_calls", "free", 2)
     assert after["limits"][1:] == before["limits"][1:]
-    assert {k: v for k, v in after.items() if k != "limits"} == \
-        {k: v for k, v in before.items() if k != "limits"}
+    assert {k: v for k, v in after.items() if k != "limits"} == {
+        k: v for k, v in before.items() if k != "limits"
+    }
     # The gate sees the new limit at once (its cached limit was invalidated).
     assert increment(conn, "c", "api_calls")[:2] == (False, "limit_reached")
 
 
 def test_updates_say_what_changed(conn: psycopg.Connection, load: Any) -> None:
     apply_config(conn, load(BASE))
-    text = (BASE.replace("paid = true", "paid = false")
-                .replace("soft = true", 'soft = false\nmeter = "exports"')
-                .replace('pro = "unlimited"', "pro = 1000")
-                .replace("free = 0, pro = 50", "pro = 50")
-                .replace('"Upgrade to continue."', '"Please upgrade."')
-            + "enabled = false\n")
+    text = (
+        BASE.replace("paid = true", "paid = false")
+        .replace("soft = true", 'soft = false\nmeter = "exports"')
+        .replace('pro = "unlimited"', "pro = 1000")
+        .replace("free = 0, pro = 50", "pro = 50")
+        .replace('"Upgrade to continue."', '"Please upgrade."')
+        + "enabled = false\n"
+    )
     assert apply_config(conn, load(text)) == [
         Change("update", "plan", "pro", "paid: true -> false"),
         Change("update", "feature", "exports", "soft: true -> false; meter: none -> exports"),
-        Change("delete", "limit", "exports/free",
-               "was 0 (not in plan); free no longer includes exports"),
+        Change(
+            "delete",
+            "limit",
+            "exports/free",
+            "was 0 (not in plan); free no longer includes exports",
+        ),
         Change("update", "limit", "api_calls/pro", "unlimited -> 1000"),
         Change("update", "loop", "free_tier_limit", "enabled: true -> false; changed message"),
     ]
     assert apply_config(conn, load(text)) == []
-    assert conn.execute("SELECT enabled, config->>'message' FROM skene.loops").fetchone() == \
-        (False, "Please upgrade.")
+    assert conn.execute("SELECT enabled, config->>'message' FROM skene.loops").fetchone() == (
+        False,
+        "Please upgrade.",
+    )
 
 
 def test_removing_a_loop_deletes_it(conn: psycopg.Connection, load: Any) -> None:
     apply_config(conn, load(BASE))
-    without_loop = BASE[:BASE.index("[[loops]]")]
+    without_loop = BASE[: BASE.index("[[loops]]")]
     assert apply_config(conn, load(without_loop)) == [
-        Change("delete", "loop", "free_tier_limit", "freemium; no longer in the file")]
+        Change("delete", "loop", "free_tier_limit", "freemium; no longer in the file")
+    ]
     assert conn.execute("SELECT count(*) FROM skene.loops").fetchone() == (0,)
 
 
@@ -196,28 +226,36 @@ def test_removing_a_feature_needs_prune(conn: psycopg.Connection, load: Any) -> 
         Change("delete", "feature", "exports", "its limits, overrides and usage go with it"),
     ]
     assert [r[0] for r in catalogue(conn)["features"]] == ["api_calls"]
-    assert conn.execute("SELECT count(*) FROM skene.feature_limits "
-                        "WHERE feature = 'exports'").fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM skene.feature_limits WHERE feature = 'exports'"
+    ).fetchone() == (0,)
 
 
-def test_a_feature_a_loop_used_can_be_pruned_with_the_loop(conn: psycopg.Connection,
-                                                           load: Any) -> None:
+def test_a_feature_a_loop_used_can_be_pruned_with_the_loop(
+    conn: psycopg.Connection, load: Any
+) -> None:
     apply_config(conn, load(BASE))
-    only_exports = BASE[:BASE.index("[features.api_calls]")] + \
-        BASE[BASE.index("[features.exports]"):BASE.index("[[loops]]")]
+    only_exports = (
+        BASE[: BASE.index("[features.api_calls]")]
+        + BASE[BASE.index("[features.exports]") : BASE.index("[[loops]]")]
+    )
     changes = apply_config(conn, load(only_exports), prune=True)
     assert [(c.action, c.kind, c.name) for c in changes] == [
-        ("delete", "loop", "free_tier_limit"), ("delete", "feature", "api_calls")]
+        ("delete", "loop", "free_tier_limit"),
+        ("delete", "feature", "api_calls"),
+    ]
 
 
-def test_removing_a_plan_needs_prune_and_no_customers(conn: psycopg.Connection,
-                                                      load: Any) -> None:
+def test_removing_a_plan_needs_prune_and_no_customers(conn: psycopg.Connection, load: Any) -> None:
     text = BASE.replace("[plans.pro]", "[plans.team]\n[plans.pro]")
     apply_config(conn, load(text))
     conn.execute("SELECT skene.set_plan('c1', 'pro')")
     conn.execute("SELECT skene.set_plan('c2', 'pro')")
-    without_pro = (BASE.replace("[plans.pro]\npaid = true\n", "")
-                       .replace(', pro = "unlimited"', "").replace(", pro = 50", ""))
+    without_pro = (
+        BASE.replace("[plans.pro]\npaid = true\n", "")
+        .replace(', pro = "unlimited"', "")
+        .replace(", pro = 50", "")
+    )
     before = catalogue(conn)
     for prune in (False, True):
         with pytest.raises(ApplyRefused) as refused:
@@ -233,7 +271,9 @@ def test_removing_a_plan_needs_prune_and_no_customers(conn: psycopg.Connection,
     conn.execute("SELECT skene.set_plan('c2', 'free')")
     changes = apply_config(conn, load(without_pro), prune=True)
     assert [(c.action, c.kind, c.name) for c in changes] == [
-        ("delete", "plan", "pro"), ("delete", "plan", "team")]
+        ("delete", "plan", "pro"),
+        ("delete", "plan", "team"),
+    ]
     assert [r[0] for r in catalogue(conn)["plans"]] == ["free"]
 
 
@@ -244,8 +284,9 @@ def test_changing_a_period_resets_its_counters(conn: psycopg.Connection, load: A
     conn.execute("SELECT skene.set_plan('p', 'pro')")
     increment(conn, "p", "exports")  # another feature's usage is kept
     changes = apply_config(conn, load(BASE.replace('"30d"', '"month"')))
-    assert changes == [Change("update", "feature", "api_calls",
-                              "period: 30d -> month (usage counters reset)")]
+    assert changes == [
+        Change("update", "feature", "api_calls", "period: 30d -> month (usage counters reset)")
+    ]
     assert conn.execute("SELECT feature FROM skene.usage").fetchall() == [("exports",)]
     assert increment(conn, "c", "api_calls") == (True, "ok", 1)
 
@@ -253,26 +294,29 @@ def test_changing_a_period_resets_its_counters(conn: psycopg.Connection, load: A
 def test_switching_the_default_plan(conn: psycopg.Connection, load: Any) -> None:
     apply_config(conn, load(BASE))
     increment(conn, "old", "api_calls")
-    changes = apply_config(conn, load(BASE.replace('default_plan = "free"',
-                                                   'default_plan = "pro"')))
+    changes = apply_config(
+        conn, load(BASE.replace('default_plan = "free"', 'default_plan = "pro"'))
+    )
     assert changes == [Change("update", "default_plan", "pro", "was free")]
-    assert conn.execute("SELECT plan FROM skene.plans WHERE is_default").fetchall() == \
-        [("pro",)]
+    assert conn.execute("SELECT plan FROM skene.plans WHERE is_default").fetchall() == [("pro",)]
     increment(conn, "new", "api_calls")
-    assert conn.execute("SELECT customer_id, plan FROM skene.customers "
-                        "ORDER BY customer_id").fetchall() == [("new", "pro"), ("old", "free")]
+    assert conn.execute(
+        "SELECT customer_id, plan FROM skene.customers ORDER BY customer_id"
+    ).fetchall() == [("new", "pro"), ("old", "free")]
 
 
 def test_a_new_plan_can_become_the_default(conn: psycopg.Connection, load: Any) -> None:
     apply_config(conn, load(BASE))
     text = BASE.replace('default_plan = "free"', 'default_plan = "starter"').replace(
-        "[plans.free]", "[plans.starter]\n[plans.free]")
+        "[plans.free]", "[plans.starter]\n[plans.free]"
+    )
     assert apply_config(conn, load(text)) == [
         Change("create", "plan", "starter"),
         Change("update", "default_plan", "starter", "was free"),
     ]
-    assert conn.execute("SELECT plan FROM skene.plans WHERE is_default").fetchall() == \
-        [("starter",)]
+    assert conn.execute("SELECT plan FROM skene.plans WHERE is_default").fetchall() == [
+        ("starter",)
+    ]
 
 
 def test_the_example_allows_100_api_calls_then_blocks(conn: psycopg.Connection) -> None:
@@ -281,24 +325,32 @@ def test_the_example_allows_100_api_calls_then_blocks(conn: psycopg.Connection) 
     assert all(d[0] for d in decisions[:100])
     assert decisions[99] == (True, "ok", 100)
     assert decisions[100] == (False, "limit_reached", 100)
-    jobs = conn.execute("SELECT loop_name, payload->>'template', payload->>'message' "
-                        "FROM skene.jobs").fetchall()
-    assert jobs == [("free_tier_limit", "upgrade_prompt",
-                     "You've reached your free tier limit. Upgrade to continue.")]
+    jobs = conn.execute(
+        "SELECT loop_name, payload->>'template', payload->>'message' FROM skene.jobs"
+    ).fetchall()
+    assert jobs == [
+        (
+            "free_tier_limit",
+            "upgrade_prompt",
+            "You've reached your free tier limit. Upgrade to continue.",
+        )
+    ]
     conn.execute("SELECT skene.set_plan('c', 'pro')")
     assert increment(conn, "c", "api_calls")[:2] == (True, "ok")
 
 
-def test_works_on_a_connection_that_is_not_autocommit(db_url: str, conn: psycopg.Connection,
-                                                      load: Any) -> None:
+def test_works_on_a_connection_that_is_not_autocommit(
+    db_url: str, conn: psycopg.Connection, load: Any
+) -> None:
     # As `skene-pg demo` calls it: the changes are committed when the block ends.
     with db.connect(db_url) as own:
         assert apply_config(own, load(BASE)) == BASE_CHANGES
     assert len(catalogue(conn)["plans"]) == 2
 
 
-def test_concurrent_applies_serialise(connect: Callable[..., psycopg.Connection],
-                                      load: Any) -> None:
+def test_concurrent_applies_serialise(
+    connect: Callable[..., psycopg.Connection], load: Any
+) -> None:
     config = load(BASE)
     first = connect(autocommit=False)
     second = connect()
@@ -311,10 +363,37 @@ def test_concurrent_applies_serialise(connect: Callable[..., psycopg.Connection]
     waiting = 0
     while time.monotonic() < deadline and not waiting:
         row = first.execute(
-            "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
-            "AND NOT granted").fetchone()
+            "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
         waiting = row[0] if row else 0
     assert waiting == 1, "the second apply did not wait for the first"
     first.commit()
     thread.join(timeout=10)
     assert result == [[]]  # it saw the committed catalogue: nothing left to do
+
+
+def test_stripe_prices_map_to_plans(conn: psycopg.Connection, load: Any) -> None:
+    prices = "SELECT price_id, plan FROM skene.plan_prices ORDER BY 1"
+    with_prices = BASE.replace(
+        "paid = true\n", 'paid = true\nstripe_prices = ["price_m", "price_y"]\n'
+    )
+    apply_config(conn, load(with_prices))
+    assert conn.execute(prices).fetchall() == [("price_m", "pro"), ("price_y", "pro")]
+
+    team = '[plans.team]\npaid = true\nstripe_prices = ["price_y"]\n\n[plans.pro]'
+    moved = with_prices.replace("[plans.pro]", team).replace(
+        '["price_m", "price_y"]', '["price_m"]'
+    )
+    assert apply_config(conn, load(moved)) == [
+        Change("create", "plan", "team", "paid"),
+        Change("update", "price", "price_y", "pro -> team"),
+    ]
+    assert conn.execute(prices).fetchall() == [("price_m", "pro"), ("price_y", "team")]
+
+    # Back to no prices: pro's is deleted; team's goes with the pruned plan.
+    changes = apply_config(conn, load(BASE), prune=True)
+    assert Change("delete", "price", "price_m", "was pro") in changes
+    assert [c for c in changes if c.kind == "price"] == [
+        Change("delete", "price", "price_m", "was pro")
+    ]
+    assert conn.execute(prices).fetchall() == []

@@ -70,23 +70,35 @@ def line_of(text: str, marker: str) -> int:
 # Valid files
 # --------------------------------------------------------------------------------
 
+
 def test_the_example_is_valid_and_mirrors_the_freemium_seed() -> None:
     config = load_config(ROOT / "examples" / "skene.toml")
     assert config.default_plan == "free"
-    assert config.plans == (PlanSpec("free", False, ()),
-                            PlanSpec("pro", True, ("price_pro_monthly",)))
+    assert config.plans == (
+        PlanSpec("free", False, ()),
+        PlanSpec("pro", True, ("price_pro_monthly",)),
+    )
     assert config.features == (FeatureSpec("api_calls", "30d", {"free": 100, "pro": None}),)
-    assert config.loops == (LoopSpec(
-        "free_tier_limit", "freemium", "api_calls",
-        {"message": "You've reached your free tier limit. Upgrade to continue.",
-         "upgrade_prompt": {"channel": "email", "template": "upgrade_prompt"},
-         "recovery": {"retries": 0}}),)
+    assert config.loops == (
+        LoopSpec(
+            "free_tier_limit",
+            "freemium",
+            "api_calls",
+            {
+                "message": "You've reached your free tier limit. Upgrade to continue.",
+                "upgrade_prompt": {"channel": "email", "template": "upgrade_prompt"},
+                "recovery": {"retries": 0},
+            },
+        ),
+    )
     # The retention loop is there, commented out, for newcomers to see.
     assert 'name = "dormant_users"' in (ROOT / "examples" / "skene.toml").read_text()
 
 
 def test_every_option_of_the_design_is_accepted(tmp_path: Path) -> None:
-    text = BASE + """\
+    text = (
+        BASE
+        + """\
 recovery = { retries = 2, backoff = "linear" }
 enabled = false
 
@@ -117,12 +129,18 @@ event = "project_created"
 thresholds = [1, 10, 100]
 template = "milestone"
 """
+    )
     config = load_config(write(tmp_path, text))
     assert config.source == tmp_path / "skene.toml"
     exports = config.features[1]
     assert exports == FeatureSpec(
-        "exports:pdf", "month", {"free": 0, "pro": 50}, soft=True, meter="pdf_exports",
-        match=({"method": "POST", "path": "/api/exports/*"}, {"path": "/api/pdf"}))
+        "exports:pdf",
+        "month",
+        {"free": 0, "pro": 50},
+        soft=True,
+        meter="pdf_exports",
+        match=({"method": "POST", "path": "/api/exports/*"}, {"path": "/api/pdf"}),
+    )
     freemium, retention, milestone = config.loops
     assert freemium.enabled is False
     assert freemium.config["recovery"] == {"retries": 2, "backoff": "linear"}
@@ -130,14 +148,18 @@ template = "milestone"
     assert retention.feature is None
     assert retention.config["dormant_after"] == "36 hours"
     assert retention.config["steps"][1] == {"after": "3 weeks", "template": "last"}
-    assert milestone.config == {"event": "project_created", "thresholds": [1, 10, 100],
-                                "template": "milestone"}
+    assert milestone.config == {
+        "event": "project_created",
+        "thresholds": [1, 10, 100],
+        "template": "milestone",
+    }
     for loop in config.loops:  # written as jsonb
         assert json.loads(json.dumps(loop.config)) == loop.config
 
 
-@pytest.mark.parametrize("period", ["day", "week", "month", "billing_cycle", "lifetime",
-                                    "1d", "30d", "366d"])
+@pytest.mark.parametrize(
+    "period", ["day", "week", "month", "billing_cycle", "lifetime", "1d", "30d", "366d"]
+)
 def test_every_period_is_accepted(tmp_path: Path, period: str) -> None:
     config = load_config(write(tmp_path, BASE.replace('"30d"', f'"{period}"')))
     assert config.features[0].period == period
@@ -147,6 +169,7 @@ def test_every_period_is_accepted(tmp_path: Path, period: str) -> None:
 # One mistake each: (text, dotted field, the line's marker or None, message fragment)
 # --------------------------------------------------------------------------------
 
+
 def swap(old: str, new: str) -> str:
     assert old in BASE
     return BASE.replace(old, new)
@@ -154,147 +177,295 @@ def swap(old: str, new: str) -> str:
 
 MISTAKES = {
     "period in words": (
-        swap('"30d"', '"30 days"'), "features.api_calls.period", 'period = "30 days"',
+        swap('"30d"', '"30 days"'),
+        "features.api_calls.period",
+        'period = "30 days"',
         '"30 days" is not a period; use day, week, month, Nd (e.g. 30d, 1-366), '
-        "billing_cycle or lifetime"),
+        "billing_cycle or lifetime",
+    ),
     "period too long": (
-        swap('"30d"', '"367d"'), "features.api_calls.period", "period =", "is not a period"),
+        swap('"30d"', '"367d"'),
+        "features.api_calls.period",
+        "period =",
+        "is not a period",
+    ),
     "period zero": (
-        swap('"30d"', '"0d"'), "features.api_calls.period", "period =", "is not a period"),
+        swap('"30d"', '"0d"'),
+        "features.api_calls.period",
+        "period =",
+        "is not a period",
+    ),
     "period not a string": (
-        swap('"30d"', "30"), "features.api_calls.period", "period =", "30 is not a period"),
+        swap('"30d"', "30"),
+        "features.api_calls.period",
+        "period =",
+        "30 is not a period",
+    ),
     "unknown top-level key": (
-        "default_pan = 1\n" + BASE, "default_pan", "default_pan",
-        "unknown key; did you mean default_plan?"),
+        "default_pan = 1\n" + BASE,
+        "default_pan",
+        "default_pan",
+        "unknown key; did you mean default_plan?",
+    ),
     "typo in a feature": (
-        swap('period = "30d"', 'period = "30d"\nsfot = true'), "features.api_calls.sfot",
-        "sfot", "did you mean soft? allowed: period, limits, soft, meter, match"),
+        swap('period = "30d"', 'period = "30d"\nsfot = true'),
+        "features.api_calls.sfot",
+        "sfot",
+        "did you mean soft? allowed: period, limits, soft, meter, match",
+    ),
     "typo in a plan": (
-        swap("paid = true", "payed = true"), "plans.pro.payed", "payed", "did you mean paid?"),
+        swap("paid = true", "payed = true"),
+        "plans.pro.payed",
+        "payed",
+        "did you mean paid?",
+    ),
     "typo in a loop": (
-        swap('message = "', 'mesage = "'), "loops[0].mesage", "mesage", "did you mean message?"),
+        swap('message = "', 'mesage = "'),
+        "loops[0].mesage",
+        "mesage",
+        "did you mean message?",
+    ),
     "typo in upgrade_prompt": (
-        swap('channel = "email"', 'chanel = "email"'), "loops[0].upgrade_prompt.chanel",
-        "chanel", "unknown key"),
+        swap('channel = "email"', 'chanel = "email"'),
+        "loops[0].upgrade_prompt.chanel",
+        "chanel",
+        "unknown key",
+    ),
     "default_plan missing": (
-        BASE.replace('default_plan = "free"\n', ""), "default_plan", None, "is required"),
+        BASE.replace('default_plan = "free"\n', ""),
+        "default_plan",
+        None,
+        "is required",
+    ),
     "default_plan undefined": (
-        swap('default_plan = "free"', 'default_plan = "gold"'), "default_plan", "default_plan",
-        '"gold" is not a defined plan; defined: free, pro'),
-    "plans missing": (
-        'default_plan = "free"\n', "plans", None, "is required"),
+        swap('default_plan = "free"', 'default_plan = "gold"'),
+        "default_plan",
+        "default_plan",
+        '"gold" is not a defined plan; defined: free, pro',
+    ),
+    "plans missing": ('default_plan = "free"\n', "plans", None, "is required"),
     "plan name": (
-        swap("[plans.pro]", '[plans."pro plan"]').replace('pro = "unlimited"',
-                                                          '"pro plan" = "unlimited"'),
-        'plans."pro plan"', '[plans."pro plan"]', "is not a valid plan name"),
+        swap("[plans.pro]", '[plans."pro plan"]').replace(
+            'pro = "unlimited"', '"pro plan" = "unlimited"'
+        ),
+        'plans."pro plan"',
+        '[plans."pro plan"]',
+        "is not a valid plan name",
+    ),
     "feature name": (
         swap("[features.api_calls]", '[features."-api"]').replace('"api_calls"', '"-api"'),
-        "features.-api", "[features.", "is not a valid feature name"),
+        "features.-api",
+        "[features.",
+        "is not a valid feature name",
+    ),
     "paid not a boolean": (
-        swap("paid = true", 'paid = "yes"'), "plans.pro.paid", "paid =",
-        'must be true or false, got "yes"'),
+        swap("paid = true", 'paid = "yes"'),
+        "plans.pro.paid",
+        "paid =",
+        'must be true or false, got "yes"',
+    ),
     "stripe price on two plans": (
-        swap("[plans.pro]", '[plans.free_x]\nstripe_prices = ["p1"]\n[plans.pro]\n'
-                            'stripe_prices = ["p2", "p1"]'),
-        "plans.pro.stripe_prices[1]", '"p2", "p1"',
-        '"p1" is already mapped to plan free_x; a price may map to one plan only'),
+        swap(
+            "[plans.pro]",
+            '[plans.free_x]\nstripe_prices = ["p1"]\n[plans.pro]\nstripe_prices = ["p2", "p1"]',
+        ),
+        "plans.pro.stripe_prices[1]",
+        '"p2", "p1"',
+        '"p1" is already mapped to plan free_x; a price may map to one plan only',
+    ),
     "limits for an undefined plan": (
-        swap("pro = ", "team = 5, pro = "), "features.api_calls.limits.team", "limits =",
-        '"team" is not a defined plan; defined: free, pro'),
+        swap("pro = ", "team = 5, pro = "),
+        "features.api_calls.limits.team",
+        "limits =",
+        '"team" is not a defined plan; defined: free, pro',
+    ),
     "negative limit": (
-        swap("free = 100", "free = -1"), "features.api_calls.limits.free", "limits =",
-        'must be a whole number >= 0 (0: not in the plan) or "unlimited", got -1'),
+        swap("free = 100", "free = -1"),
+        "features.api_calls.limits.free",
+        "limits =",
+        'must be a whole number >= 0 (0: not in the plan) or "unlimited", got -1',
+    ),
     "boolean limit": (
-        swap("free = 100", "free = true"), "features.api_calls.limits.free", "limits =",
-        "got true"),
+        swap("free = 100", "free = true"),
+        "features.api_calls.limits.free",
+        "limits =",
+        "got true",
+    ),
     "float limit": (
-        swap("free = 100", "free = 1.5"), "features.api_calls.limits.free", "limits =",
-        "got 1.5"),
+        swap("free = 100", "free = 1.5"),
+        "features.api_calls.limits.free",
+        "limits =",
+        "got 1.5",
+    ),
     "other word than unlimited": (
-        swap('"unlimited"', '"infinite"'), "features.api_calls.limits.pro", "limits =",
-        'got "infinite"'),
+        swap('"unlimited"', '"infinite"'),
+        "features.api_calls.limits.pro",
+        "limits =",
+        'got "infinite"',
+    ),
     "limits missing": (
         swap('limits = { free = 100, pro = "unlimited" }\n', ""),
-        "features.api_calls.limits", "[features.api_calls]", "is required"),
+        "features.api_calls.limits",
+        "[features.api_calls]",
+        "is required",
+    ),
     "soft not a boolean": (
-        swap('period = "30d"', 'period = "30d"\nsoft = 1'), "features.api_calls.soft",
-        "soft =", "must be true or false, got 1"),
+        swap('period = "30d"', 'period = "30d"\nsoft = 1'),
+        "features.api_calls.soft",
+        "soft =",
+        "must be true or false, got 1",
+    ),
     "meter not a string": (
-        swap('period = "30d"', 'period = "30d"\nmeter = 3'), "features.api_calls.meter",
-        "meter =", "must be a non-empty string, got 3"),
+        swap('period = "30d"', 'period = "30d"\nmeter = 3'),
+        "features.api_calls.meter",
+        "meter =",
+        "must be a non-empty string, got 3",
+    ),
     "match not an array": (
-        swap('period = "30d"', 'period = "30d"\nmatch = "/api"'), "features.api_calls.match",
-        "match =", "must be an array"),
+        swap('period = "30d"', 'period = "30d"\nmatch = "/api"'),
+        "features.api_calls.match",
+        "match =",
+        "must be an array",
+    ),
     "match without a path": (
-        swap('period = "30d"', 'period = "30d"\nmatch = [\n  { path = "/a" },\n'
-                               '  { method = "POST" },\n]'),
-        "features.api_calls.match[1].path", '{ method = "POST" }', "is required"),
+        swap(
+            'period = "30d"',
+            'period = "30d"\nmatch = [\n  { path = "/a" },\n  { method = "POST" },\n]',
+        ),
+        "features.api_calls.match[1].path",
+        '{ method = "POST" }',
+        "is required",
+    ),
     "match with a bad method": (
         swap('period = "30d"', 'period = "30d"\nmatch = [{ method = "FETCH", path = "/a" }]'),
-        "features.api_calls.match[0].method", "match =", '"FETCH" is not one of *, GET'),
+        "features.api_calls.match[0].method",
+        "match =",
+        '"FETCH" is not one of *, GET',
+    ),
     "loops as a table": (
-        BASE.split("[[loops]]")[0] + '[loops]\nname = "x"\n', "loops", "[loops]",
-        "must be an array of tables: write each loop as [[loops]]"),
+        BASE.split("[[loops]]")[0] + '[loops]\nname = "x"\n',
+        "loops",
+        "[loops]",
+        "must be an array of tables: write each loop as [[loops]]",
+    ),
     "loop without name": (
-        swap('name = "free_tier_limit"\n', ""), "loops[0].name", "[[loops]]", "is required"),
+        swap('name = "free_tier_limit"\n', ""),
+        "loops[0].name",
+        "[[loops]]",
+        "is required",
+    ),
     "loop name with a colon": (
-        swap('name = "free_tier_limit"', 'name = "a:b"'), "loops[0].name", 'name = "a:b"',
-        "is not a valid loop name"),
+        swap('name = "free_tier_limit"', 'name = "a:b"'),
+        "loops[0].name",
+        'name = "a:b"',
+        "is not a valid loop name",
+    ),
     "duplicate loop name": (
-        BASE + BASE[BASE.index("[[loops]]"):].replace("[[loops]]", "[[loops]] # second"),
-        "loops[1].name", None, '"free_tier_limit" is already the name of loops[0]'),
+        BASE + BASE[BASE.index("[[loops]]") :].replace("[[loops]]", "[[loops]] # second"),
+        "loops[1].name",
+        None,
+        '"free_tier_limit" is already the name of loops[0]',
+    ),
     "unknown loop type": (
-        swap('type = "freemium"', 'type = "winback"'), "loops[0].type", "type =",
-        '"winback" is not one of freemium, retention, milestone'),
+        swap('type = "freemium"', 'type = "winback"'),
+        "loops[0].type",
+        "type =",
+        '"winback" is not one of freemium, retention, milestone',
+    ),
     "freemium on an undefined feature": (
-        swap('feature = "api_calls"', 'feature = "api_cals"'), "loops[0].feature", "feature =",
-        '"api_cals" is not a defined feature; defined: api_calls'),
+        swap('feature = "api_calls"', 'feature = "api_cals"'),
+        "loops[0].feature",
+        "feature =",
+        '"api_cals" is not a defined feature; defined: api_calls',
+    ),
     "freemium without message": (
-        swap('message = "Upgrade to continue."\n', ""), "loops[0].message", "[[loops]]",
-        "is required"),
+        swap('message = "Upgrade to continue."\n', ""),
+        "loops[0].message",
+        "[[loops]]",
+        "is required",
+    ),
     "sms channel": (
-        swap('channel = "email"', 'channel = "sms"'), "loops[0].upgrade_prompt.channel",
-        "upgrade_prompt =", '"sms" is not supported; channel must be "email"'),
+        swap('channel = "email"', 'channel = "sms"'),
+        "loops[0].upgrade_prompt.channel",
+        "upgrade_prompt =",
+        '"sms" is not supported; channel must be "email"',
+    ),
     "negative retries": (
-        BASE + "recovery = { retries = -1 }\n", "loops[0].recovery.retries", "recovery =",
-        "must be a whole number >= 0, got -1"),
+        BASE + "recovery = { retries = -1 }\n",
+        "loops[0].recovery.retries",
+        "recovery =",
+        "must be a whole number >= 0, got -1",
+    ),
     "boolean retries": (
-        BASE + "recovery = { retries = true }\n", "loops[0].recovery.retries", "recovery =",
-        "got true"),
+        BASE + "recovery = { retries = true }\n",
+        "loops[0].recovery.retries",
+        "recovery =",
+        "got true",
+    ),
     "bad backoff": (
-        BASE + 'recovery = { backoff = "fibonacci" }\n', "loops[0].recovery.backoff",
-        "recovery =", '"fibonacci" is not one of none, linear, exponential'),
+        BASE + 'recovery = { backoff = "fibonacci" }\n',
+        "loops[0].recovery.backoff",
+        "recovery =",
+        '"fibonacci" is not one of none, linear, exponential',
+    ),
     "retention dormant_after in loops[1]": (
-        BASE + RETENTION.replace('"7 days"', '"a week"'), "loops[1].dormant_after",
-        "dormant_after", '"a week" is not a duration; use e.g. "7 days" or "36 hours"'),
+        BASE + RETENTION.replace('"7 days"', '"a week"'),
+        "loops[1].dormant_after",
+        "dormant_after",
+        '"a week" is not a duration; use e.g. "7 days" or "36 hours"',
+    ),
     "cron with four fields": (
-        BASE + RETENTION.replace('"0 9 * * *"', '"0 9 * *"'), "loops[1].schedule", "schedule",
-        "it needs 5 fields"),
+        BASE + RETENTION.replace('"0 9 * * *"', '"0 9 * *"'),
+        "loops[1].schedule",
+        "schedule",
+        "it needs 5 fields",
+    ),
     "cron hour out of range": (
-        BASE + RETENTION.replace('"0 9 * * *"', '"0 25 * * *"'), "loops[1].schedule",
-        "schedule", 'hour "25" is out of range 0-23'),
+        BASE + RETENTION.replace('"0 9 * * *"', '"0 25 * * *"'),
+        "loops[1].schedule",
+        "schedule",
+        'hour "25" is out of range 0-23',
+    ),
     "retention without template": (
-        BASE + RETENTION.replace('template = "re_engagement"\n', ""), "loops[1].template",
-        None, "is required"),
+        BASE + RETENTION.replace('template = "re_engagement"\n', ""),
+        "loops[1].template",
+        None,
+        "is required",
+    ),
     "retention steps going back": (
         BASE + RETENTION + 'steps = [\n  { after = "14 days", template = "a" },\n'
-                           '  { after = "1 week", template = "b" },\n]\n',
-        "loops[1].steps[1].after", '"1 week"', "must be later than the step before it"),
+        '  { after = "1 week", template = "b" },\n]\n',
+        "loops[1].steps[1].after",
+        '"1 week"',
+        "must be later than the step before it",
+    ),
     "retention with a feature": (
-        BASE + RETENTION + 'feature = "api_calls"  # retention\n', "loops[1].feature",
-        "# retention", "unknown key"),
+        BASE + RETENTION + 'feature = "api_calls"  # retention\n',
+        "loops[1].feature",
+        "# retention",
+        "unknown key",
+    ),
     "milestone thresholds not increasing": (
         BASE + '[[loops]]\nname = "m"\ntype = "milestone"\nfeature = "api_calls"\n'
-               'template = "milestone"\nthresholds = [10, 5]\n',
-        "loops[1].thresholds[1]", "thresholds", "5 must be greater than the threshold before it"),
+        'template = "milestone"\nthresholds = [10, 5]\n',
+        "loops[1].thresholds[1]",
+        "thresholds",
+        "5 must be greater than the threshold before it",
+    ),
     "milestone threshold zero": (
         BASE + '[[loops]]\nname = "m"\ntype = "milestone"\nevent = "signup"\n'
-               'template = "milestone"\nthresholds = [0]\n',
-        "loops[1].thresholds[0]", "thresholds", "must be a whole number >= 1, got 0"),
+        'template = "milestone"\nthresholds = [0]\n',
+        "loops[1].thresholds[0]",
+        "thresholds",
+        "must be a whole number >= 1, got 0",
+    ),
     "milestone with feature and event": (
         BASE + '[[loops]]\nname = "m"\ntype = "milestone"\nevent = "signup"\n'
-               'feature = "api_calls"\ntemplate = "milestone"\nthresholds = [1]\n',
-        "loops[1].feature", None, "set exactly one of feature and event"),
+        'feature = "api_calls"\ntemplate = "milestone"\nthresholds = [1]\n',
+        "loops[1].feature",
+        None,
+        "set exactly one of feature and event",
+    ),
 }
 
 
@@ -356,11 +527,14 @@ template = "re_engagement"
 
 
 def test_problem_and_error_text(tmp_path: Path) -> None:
-    problem = Problem(Path("skene.toml"), 12, "features.api_calls.period",
-                      '"30 days" is not a period')
+    problem = Problem(
+        Path("skene.toml"), 12, "features.api_calls.period", '"30 days" is not a period'
+    )
     assert str(problem) == 'skene.toml:12: features.api_calls.period: "30 days" is not a period'
-    assert str(Problem(Path("skene.toml"), None, "default_plan", "is required")) == \
-        "skene.toml: default_plan: is required"
+    assert (
+        str(Problem(Path("skene.toml"), None, "default_plan", "is required"))
+        == "skene.toml: default_plan: is required"
+    )
     error = ConfigError([problem, Problem(Path("skene.toml"), 3, "plans.pro.paid", "bad")])
     assert str(error).splitlines() == [str(problem), "skene.toml:3: plans.pro.paid: bad"]
 
@@ -415,8 +589,11 @@ thresholds = [
     found = problems(tmp_path, text)
     assert [(p.line, p.field) for p in found] == [(19, "loops[0].thresholds[0]")]
     broken = text.replace("limits.pro = 2", 'limits.pro = "lots"').replace(
-        "plans.free.paid = false", "plans.free.paid = 0")
+        "plans.free.paid = false", "plans.free.paid = 0"
+    )
     found = problems(tmp_path, broken)
     assert [(p.line, p.field) for p in found] == [
-        (2, "plans.free.paid"), (8, "features.notes.limits.pro"),
-        (19, "loops[0].thresholds[0]")]
+        (2, "plans.free.paid"),
+        (8, "features.notes.limits.pro"),
+        (19, "loops[0].thresholds[0]"),
+    ]

@@ -15,13 +15,30 @@ from skene_pg.devdb import DevCluster
 def schema_dump(cluster: DevCluster, url: str) -> str:
     dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
     result = subprocess.run(
-        [str(cluster.bindir / "pg_dump"), "--schema-only", "--schema=skene", "--no-owner",
-         "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", str(dbname)],
-        capture_output=True, text=True, check=True)
+        [
+            str(cluster.bindir / "pg_dump"),
+            "--schema-only",
+            "--schema=skene",
+            "--no-owner",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            str(dbname),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # Leave out what differs between any two dumps: the version header and the
     # random \restrict token of recent pg_dump releases.
-    return "\n".join(line for line in result.stdout.splitlines()
-                     if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line
+        for line in result.stdout.splitlines()
+        if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict"))
+    )
 
 
 @pytest.fixture
@@ -32,8 +49,9 @@ def empty_db(pg_cluster: DevCluster) -> str:
     return pg_cluster.url("skene_empty")
 
 
-def test_fresh_install_equals_up_down_up(pg_cluster: DevCluster, db_url: str,
-                                         empty_db: str) -> None:
+def test_fresh_install_equals_up_down_up(
+    pg_cluster: DevCluster, db_url: str, empty_db: str
+) -> None:
     migrations.upgrade(empty_db)
     fresh = schema_dump(pg_cluster, empty_db)
 
@@ -50,10 +68,12 @@ def test_downgrade_base_leaves_only_the_empty_schema(db_url: str, conn: psycopg.
     migrations.downgrade(db_url, "base")
     left = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'skene' AND c.relkind IN ('r', 'v', 'S') ORDER BY 1").fetchall()
+        "WHERE n.nspname = 'skene' AND c.relkind IN ('r', 'v', 'S') ORDER BY 1"
+    ).fetchall()
     functions = conn.execute(
         "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE n.nspname = 'skene'").fetchone()
+        "WHERE n.nspname = 'skene'"
+    ).fetchone()
     assert left == [("alembic_version",)]
     assert functions == (0,)
 
@@ -74,9 +94,11 @@ def test_app_alembic_version_table_is_untouched(empty_db: str) -> None:
     migrations.upgrade(empty_db)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
-            ("app_rev_42",)]
+            ("app_rev_42",)
+        ]
         assert conn.execute("SELECT version_num FROM skene.alembic_version").fetchall() == [
-            (migrations.head_revision(),)]
+            (migrations.head_revision(),)
+        ]
 
 
 def test_offline_sql_is_complete_and_runs_in_psql(pg_cluster: DevCluster, empty_db: str) -> None:
@@ -85,7 +107,10 @@ def test_offline_sql_is_complete_and_runs_in_psql(pg_cluster: DevCluster, empty_
     assert "CREATE FUNCTION skene.check_and_increment" in script
     assert "INSERT INTO skene.alembic_version" in script
     result = subprocess.run(
-        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", empty_db], input=script,
-        capture_output=True, text=True)
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", empty_db],
+        input=script,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert migrations.current_revision(empty_db) == migrations.head_revision()
