@@ -30,17 +30,31 @@ def main() -> None:
 # migrate
 # --------------------------------------------------------------------------------
 
+
 @main.command()
 @database_url_option
-@click.option("--sql", "as_sql", is_flag=True,
-              help="Print the SQL instead of running it (for Django, Rails, Flyway, ...).")
-@click.option("--downgrade", "downgrade_to", metavar="REVISION",
-              help="Downgrade to REVISION ('base' removes everything but the empty schema).")
-@click.option("--from", "from_revision", metavar="REVISION",
-              help="With --sql: the revision the database is at now (default: none).")
+@click.option(
+    "--sql",
+    "as_sql",
+    is_flag=True,
+    help="Print the SQL instead of running it (for Django, Rails, Flyway, ...).",
+)
+@click.option(
+    "--downgrade",
+    "downgrade_to",
+    metavar="REVISION",
+    help="Downgrade to REVISION ('base' removes everything but the empty schema).",
+)
+@click.option(
+    "--from",
+    "from_revision",
+    metavar="REVISION",
+    help="With --sql: the revision the database is at now (default: none).",
+)
 @fails_cleanly
-def migrate(database_url: str | None, as_sql: bool, downgrade_to: str | None,
-            from_revision: str | None) -> None:
+def migrate(
+    database_url: str | None, as_sql: bool, downgrade_to: str | None, from_revision: str | None
+) -> None:
     """Create or upgrade the `skene` schema to the newest revision.
 
     Idempotent: running it on an up-to-date database changes nothing. alembic's
@@ -78,17 +92,27 @@ def migrate(database_url: str | None, as_sql: bool, downgrade_to: str | None,
 # check
 # --------------------------------------------------------------------------------
 
+
 @main.command()
 @database_url_option
 @click.argument("customer")
 @click.argument("feature")
 @click.option("--amount", type=int, default=1, show_default=True, help="Units to count.")
-@click.option("--increment", is_flag=True,
-              help="Count the usage (check_and_increment) instead of only asking (check).")
+@click.option(
+    "--increment",
+    is_flag=True,
+    help="Count the usage (check_and_increment) instead of only asking (check).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @fails_cleanly
-def check(database_url: str | None, customer: str, feature: str, amount: int,
-          increment: bool, as_json: bool) -> None:
+def check(
+    database_url: str | None,
+    customer: str,
+    feature: str,
+    amount: int,
+    increment: bool,
+    as_json: bool,
+) -> None:
     """Ask whether CUSTOMER may use FEATURE (and with --increment, count it).
 
     \b
@@ -97,8 +121,9 @@ def check(database_url: str | None, customer: str, feature: str, amount: int,
     """
     function = "check_and_increment" if increment else "check"
     with db.connect(db.require_url(database_url)) as conn:
-        cursor = conn.execute(f"SELECT * FROM skene.{function}(%s, %s, %s)",
-                              (customer, feature, amount))
+        cursor = conn.execute(
+            f"SELECT * FROM skene.{function}(%s, %s, %s)", (customer, feature, amount)
+        )
         row = cursor.fetchone()
         names = [column.name for column in cursor.description or []]
     decision = dict(zip(names, row or (), strict=True))
@@ -114,6 +139,7 @@ def check(database_url: str | None, customer: str, feature: str, amount: int,
 # dev-db
 # --------------------------------------------------------------------------------
 
+
 @main.group("dev-db")
 def dev_db() -> None:
     """A throwaway local PostgreSQL for trying skene-pg (never for production).
@@ -125,8 +151,12 @@ def dev_db() -> None:
     """
 
 
-dir_option = click.option("--dir", "directory", type=click.Path(path_type=Path),
-                          help="Cluster folder [env: SKENE_DEVDB_DIR].")
+dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Cluster folder [env: SKENE_DEVDB_DIR].",
+)
 
 
 def _cluster(directory: Path | None) -> devdb.DevCluster:
@@ -204,8 +234,12 @@ def dev_db_destroy(directory: Path | None) -> None:
 # --------------------------------------------------------------------------------
 from skene_pg.apply import apply_command  # noqa: E402
 from skene_pg.demo import demo_command  # noqa: E402
+from skene_pg.worker_cli import jobs_group, listen_command, templates_group  # noqa: E402
 
 main.add_command(demo_command)
+main.add_command(listen_command)
+main.add_command(jobs_group)
+main.add_command(templates_group)
 main.add_command(apply_command)
 
 if __name__ == "__main__":  # pragma: no cover

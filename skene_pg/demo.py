@@ -1,10 +1,15 @@
 """`skene-pg demo`: the freemium loop end to end on a throwaway local database.
 
 Starts the local cluster, creates a fresh `skene_demo` database, migrates it, applies
-examples/skene.toml, and plays a free customer calling the API until blocked.
+examples/skene.toml, plays a free customer calling the API until blocked, and runs the
+worker once with the outbox provider, so the upgrade prompt lands as an .eml file.
 """
 
 from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
 
 import click
 import psycopg
@@ -21,20 +26,24 @@ CALLS = 103  # the example's free plan allows 100 api_calls per 30 days
 
 def fresh_database(cluster: devdb.DevCluster) -> str:
     with db.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(DEMO_DB)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
     return cluster.url(DEMO_DB)
 
 
 def play_free_customer(conn: psycopg.Connection) -> list[tuple]:
-    conn.execute("SELECT skene.identify(%s, email => %s, name => %s)",
-                 (CUSTOMER, "ada@example.com", "Ada"))
+    conn.execute(
+        "SELECT skene.identify(%s, email => %s, name => %s)", (CUSTOMER, "ada@example.com", "Ada")
+    )
     rows = []
     for call in range(1, CALLS + 1):
         decision = conn.execute(
             "SELECT allowed, reason, used, usage_limit, remaining, resets_at "
-            "FROM skene.check_and_increment(%s, 'api_calls')", (CUSTOMER,)).fetchone()
+            "FROM skene.check_and_increment(%s, 'api_calls')",
+            (CUSTOMER,),
+        ).fetchone()
         assert decision is not None
         rows.append((call, *decision))
     return rows
@@ -47,19 +56,34 @@ def boundary(rows: list[tuple], around: int = 100, keep: int = 3) -> list[tuple]
     return [*head, ("...", "", "", "", "", "", ""), *tail]
 
 
+def show_email(path: Path) -> None:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    for header in ("From", "To", "Subject", "List-Unsubscribe"):
+        click.echo(f"   {header}: {message[header]}")
+    body = message.get_body(preferencelist=("plain",))
+    text = body.get_content() if body is not None else ""
+    click.echo("   " + "\n   ".join(text.strip().splitlines()))
+
+
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(), help="Local cluster folder.")
-def demo_command(directory: str | None) -> None:
+@click.option(
+    "--outbox",
+    default="outbox",
+    show_default=True,
+    type=click.Path(),
+    help="Folder the demo's emails are written to.",
+)
+def demo_command(directory: str | None, outbox: str) -> None:
     """Run the freemium loop end to end on a throwaway local PostgreSQL.
 
     \b
     Example:
       skene-pg demo      # or: make demo
     """
-    from pathlib import Path
-
     from skene_pg.apply import apply_config
     from skene_pg.config import load_config
+    from skene_pg.email.handler import drain_to_outbox
 
     cluster = devdb.DevCluster(Path(directory) if directory else devdb.default_directory())
     click.secho("1. local PostgreSQL", bold=True)
@@ -88,7 +112,23 @@ def demo_command(directory: str | None) -> None:
         click.secho("5. the upgrade prompt queued by the first block (skene.jobs)", bold=True)
         jobs = conn.execute(
             "SELECT id, kind, state, customer_id, loop_name, payload->>'template', dedupe_key "
-            "FROM skene.jobs ORDER BY id").fetchall()
-        click.echo(format_table(["id", "kind", "state", "customer", "loop", "template",
-                                 "dedupe_key"], jobs))
+            "FROM skene.jobs ORDER BY id"
+        ).fetchall()
+        click.echo(
+            format_table(
+                ["id", "kind", "state", "customer", "loop", "template", "dedupe_key"], jobs
+            )
+        )
+
+    folder = Path(outbox).resolve()
+    click.secho(f"6. skene-pg listen --drain --email-provider outbox ({folder})", bold=True)
+    before = set(folder.glob("*.eml")) if folder.exists() else set()
+    counts = drain_to_outbox(url, str(folder))
+    click.echo("   " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for path in sorted(set(folder.glob("*.eml")) - before):
+        click.echo(f"   {path.name}")
+        show_email(path)
+    with db.connect(url) as conn:
+        state = conn.execute("SELECT state FROM skene.jobs ORDER BY id").fetchall()
+    click.echo(f"   job states now: {', '.join(s for (s,) in state)}")
     click.echo(f"\nExplore it: psql {url}")

@@ -1,0 +1,476 @@
+"""`skene-pg listen`: claim → dispatch → finish.
+
+Threads, each with one job:
+- the main thread claims due jobs (skene.claim_jobs) when a notification, the poll
+  interval or a freed slot says there may be work, reaps expired leases on every poll,
+  and hands the jobs to the senders;
+- N sender threads run a job's handler (render and send an email): no database;
+- the bookkeeper records how each attempt ended (skene.finish_job, many per statement)
+  and extends the leases of running jobs every lease/3;
+- the listener holds the one LISTEN connection (TCP keepalives, reconnect with backoff)
+  and only wakes the main thread: the table is the truth, a missed NOTIFY only adds
+  the poll interval's latency.
+
+A SIGKILLed worker's jobs come back when their lease expires (the reaper runs on every
+poll of every worker); the job's idempotency key makes the re-send a no-op at the
+provider. SIGTERM stops claiming and lets running jobs finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import queue as queue_lib
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from skene_pg import db
+from skene_pg import queue as q
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+
+
+def scrub(text: str | None, limit: int = 300) -> str:
+    """An error reason as it may appear in logs: no email addresses, bounded length."""
+    if not text:
+        return ""
+    text = _ADDRESS.sub("<address>", text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a handler's attempt ended: outcome is succeeded, skipped, dead, retryable or
+    deferred; `reason` is recorded on the job; `retry_in` (seconds) for deferred, and
+    optionally for retryable (else the worker's exponential backoff)."""
+
+    outcome: str
+    reason: str | None = None
+    retry_in: float | None = None
+
+
+class Handler(Protocol):
+    """Runs the jobs of one kind. `prepare` reads what the jobs need from the database
+    in one go (main thread); `run` does the work (sender thread, no database)."""
+
+    kind: str
+
+    def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]: ...
+
+    def run(self, job: q.Job, context: Any) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class WorkerSettings:
+    concurrency: int = 8  # sends at once
+    poll_interval: float = 5.0  # seconds between polls (and reaps) without notifications
+    lease: float = 30.0  # seconds; extended every lease/3 while a job runs
+    drain: bool = False  # run every due job, then return
+    retry_base: float = 5.0  # first retry after ~base seconds, doubling, with jitter
+    retry_cap: float = 3600.0  # longest wait between retries
+    max_lost: int = 3  # lost leases before a job is dead (it kills its worker)
+    reconnect_max: float = 30.0  # longest wait between reconnection attempts
+    name: str | None = None  # shown in skene.jobs.locked_by; default host:pid
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    succeeded: int = 0
+    skipped: int = 0
+    dead: int = 0
+    retryable: int = 0
+    deferred: int = 0
+    stale: int = 0  # finishes ignored because the lease had been lost
+    reaped: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+
+class _Backoff:
+    """Exponential backoff with full jitter for reconnects."""
+
+    def __init__(self, first: float = 0.1, cap: float = 30.0):
+        self.first, self.cap, self.n = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2**self.n)
+        self.n += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+_STOP = object()
+
+
+class Worker:
+    def __init__(
+        self, database_url: str, handlers: Sequence[Handler], settings: WorkerSettings | None = None
+    ):
+        self.url = database_url
+        self.settings = settings or WorkerSettings()
+        if self.settings.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.settings.lease <= 0 or self.settings.poll_interval <= 0:
+            raise ValueError("lease and poll interval must be positive")
+        self.handlers = {h.kind: h for h in handlers}
+        self.name = self.settings.name or f"{socket.gethostname()}:{os.getpid()}"
+        self.stats = Stats()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._more = True  # there may be due jobs we have not claimed
+        self._signals = 0  # bumped by every notification (see _claim_and_dispatch)
+        self._backlog = False  # the last claim was full: more jobs are waiting
+        self._sending = 0  # jobs handed to senders and not back yet
+        self._leased: dict[int, q.Job] = {}  # claimed, finish not yet recorded
+        self._next_due = math.inf  # monotonic time of the earliest retry we scheduled
+        self._finishes: queue_lib.Queue[Any] = queue_lib.Queue()
+        self.listening = threading.Event()  # set while the LISTEN connection is up
+
+    # -- public ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop claiming; running jobs finish, then run() returns. Safe from signal
+        handlers and other threads."""
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> Stats:
+        s = self.settings
+        log.info(
+            "worker %s starting: %s, concurrency %d, lease %.0fs, poll every %.1fs",
+            self.name,
+            "draining" if s.drain else "listening",
+            s.concurrency,
+            s.lease,
+            s.poll_interval,
+        )
+        bookkeeper = threading.Thread(target=self._bookkeeper, name="skene-bookkeeper", daemon=True)
+        bookkeeper.start()
+        listener = None
+        if not s.drain:
+            listener = threading.Thread(target=self._listener, name="skene-listener", daemon=True)
+            listener.start()
+        pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="skene-send")
+        try:
+            self._main_loop(pool)
+        finally:
+            self._stopping.set()
+            pool.shutdown(wait=True)  # running sends finish
+            self._finishes.put(_STOP)  # then their outcomes are recorded
+            bookkeeper.join(timeout=s.lease + 5)
+            if listener is not None:
+                listener.join(timeout=5)
+            for handler in self.handlers.values():
+                handler.close()
+            log.info("worker %s stopped: %s", self.name, self.stats.as_dict())
+        return self.stats
+
+    # -- connections ---------------------------------------------------------------
+    def _connect(self, purpose: str) -> psycopg.Connection:
+        conn = db.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+        conn.execute(
+            "SELECT pg_catalog.set_config('application_name', %s, false)", (f"skene-pg {purpose}",)
+        )
+        return conn
+
+    @staticmethod
+    def _close(conn: psycopg.Connection | None) -> None:
+        if conn is not None:
+            # a broken connection may fail to close: it is gone anyway
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # -- main thread: poll, reap, claim, dispatch --------------------------------
+    def _main_loop(self, pool: ThreadPoolExecutor) -> None:
+        s = self.settings
+        conn: psycopg.Connection | None = None
+        backoff = _Backoff(cap=s.reconnect_max)
+        next_poll = 0.0  # fetch at start
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                with self._lock:
+                    if now >= self._next_due:
+                        self._next_due = math.inf
+                        self._more = True
+                poll_due = now >= next_poll
+                if poll_due or self._should_claim():
+                    try:
+                        if conn is None or conn.closed:
+                            conn = self._connect("worker")
+                        if poll_due:
+                            reaped = q.reap(conn, s.max_lost)
+                            if reaped:
+                                self.stats.add("reaped", reaped)
+                                log.warning("returned %d job(s) whose lease expired", reaped)
+                            next_poll = time.monotonic() + s.poll_interval
+                            self._more = True
+                        self._claim_and_dispatch(conn, pool)
+                        backoff.reset()
+                    except _CONNECTION_ERRORS as exc:
+                        self._close(conn)
+                        conn = None
+                        self._more = True
+                        delay = backoff.next()
+                        log.warning(
+                            "database unreachable (%s): retrying in %.1fs",
+                            scrub(str(exc).strip()),
+                            delay,
+                        )
+                        self._stopping.wait(delay)
+                        continue
+                with self._lock:
+                    idle = not self._leased
+                if s.drain and not self._more and idle:
+                    break
+                with self._lock:
+                    timeout = min(next_poll, self._next_due) - time.monotonic()
+                self._wake.wait(max(0.0, timeout))
+                self._wake.clear()
+        finally:
+            self._close(conn)
+
+    def _should_claim(self) -> bool:
+        """With a backlog, claim in batches of half the slots (one claim and one
+        context query per batch, not per job); otherwise as soon as a slot is free."""
+        if not self._more:
+            return False
+        free = self._free_slots()
+        if self._backlog:
+            return free >= max(1, self.settings.concurrency // 2)
+        return free > 0
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.settings.concurrency - self._sending
+
+    def _claim_and_dispatch(self, conn: psycopg.Connection, pool: ThreadPoolExecutor) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            return
+        signals = self._signals
+        jobs = q.claim(conn, self.name, free, self.settings.lease, sorted(self.handlers))
+        # A notification that arrived during the claim may be for a job it did not see.
+        self._backlog = len(jobs) == free
+        self._more = self._backlog or self._signals != signals
+        if not jobs:
+            return
+        self.stats.add("claimed", len(jobs))
+        with self._lock:
+            for job in jobs:
+                self._leased[job.id] = job
+            self._sending += len(jobs)
+        by_kind: dict[str, list[q.Job]] = {}
+        for job in jobs:
+            by_kind.setdefault(job.kind, []).append(job)
+        contexts: dict[int, Any] = {}
+        for kind, kind_jobs in by_kind.items():
+            # A failure here leaves the jobs claimed; their leases expire and the
+            # reaper returns them, so nothing is lost.
+            contexts.update(self.handlers[kind].prepare(conn, kind_jobs))
+        for job in jobs:
+            pool.submit(self._run_one, job, contexts.get(job.id))
+
+    # -- sender threads --------------------------------------------------------------
+    def _run_one(self, job: q.Job, context: Any) -> None:
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempt}
+        started = time.monotonic()
+        try:
+            outcome = self.handlers[job.kind].run(job, context)
+        except Exception as exc:  # a handler bug must not kill the worker or lose the job
+            log.exception("job %d: unexpected error", job.id, extra=fields)
+            outcome = Outcome("retryable", f"unexpected error: {type(exc).__name__}: {exc}")
+        retry_in = 0.0
+        if outcome.outcome == "retryable":
+            retry_in = (
+                outcome.retry_in if outcome.retry_in is not None else self._retry_delay(job.attempt)
+            )
+        elif outcome.outcome == "deferred":
+            wait = outcome.retry_in or 1.0
+            retry_in = wait + random.uniform(0, wait * 0.1)  # never before Retry-After
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        fields["outcome"] = outcome.outcome
+        self._finishes.put(
+            q.Finish(job.id, job.lease_token, outcome.outcome, outcome.reason, retry_in)
+        )
+        with self._lock:
+            self._sending -= 1
+        self._wake.set()
+        level = logging.INFO if outcome.outcome in ("succeeded", "skipped") else logging.WARNING
+        log.log(
+            level,
+            "job %d %s%s",
+            job.id,
+            outcome.outcome,
+            f": {scrub(outcome.reason)}" if outcome.reason else "",
+            extra=fields,
+        )
+
+    def _retry_delay(self, attempt: int) -> float:
+        s = self.settings
+        delay = min(s.retry_cap, s.retry_base * 2 ** max(0, attempt - 1))
+        return random.uniform(delay / 2, delay)
+
+    # -- bookkeeper: finishes and lease extensions ------------------------------------
+    def _bookkeeper(self) -> None:
+        s = self.settings
+        conn: psycopg.Connection | None = None
+        backoff = _Backoff(cap=s.reconnect_max)
+        pending: list[q.Finish] = []
+        stopping_at: float | None = None
+        next_extend = time.monotonic() + s.lease / 3
+        try:
+            while True:
+                if not pending:
+                    try:
+                        item = self._finishes.get(timeout=max(0.0, next_extend - time.monotonic()))
+                        if item is _STOP:
+                            stopping_at = time.monotonic()
+                        else:
+                            pending.append(item)
+                    except queue_lib.Empty:
+                        pass
+                while True:
+                    try:
+                        item = self._finishes.get_nowait()
+                    except queue_lib.Empty:
+                        break
+                    if item is _STOP:
+                        stopping_at = stopping_at or time.monotonic()
+                    else:
+                        pending.append(item)
+                try:
+                    if (pending or time.monotonic() >= next_extend) and (
+                        conn is None or conn.closed
+                    ):
+                        conn = self._connect("worker bookkeeper")
+                    if pending:
+                        self._record(conn, pending)  # type: ignore[arg-type]
+                        pending = []
+                    if time.monotonic() >= next_extend:
+                        self._extend(conn)  # type: ignore[arg-type]
+                        next_extend = time.monotonic() + s.lease / 3
+                    backoff.reset()
+                except _CONNECTION_ERRORS as exc:
+                    self._close(conn)
+                    conn = None
+                    if stopping_at is not None and time.monotonic() - stopping_at > s.lease:
+                        log.error(
+                            "could not record %d outcome(s) before stopping: their "
+                            "leases expire and the jobs run again (idempotently)",
+                            len(pending),
+                        )
+                        return
+                    delay = backoff.next()
+                    log.warning(
+                        "bookkeeper: database unreachable (%s): retrying in %.1fs",
+                        scrub(str(exc).strip()),
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                if stopping_at is not None and not pending:
+                    return
+        finally:
+            self._close(conn)
+
+    def _record(self, conn: psycopg.Connection, finishes: list[q.Finish]) -> None:
+        results = q.finish(conn, finishes)
+        with self._lock:
+            jobs = {f.job_id: self._leased.pop(f.job_id, None) for f in finishes}
+        for f in finishes:
+            job = jobs[f.job_id]
+            if not results.get(f.job_id, False):
+                self.stats.add("stale")
+                log.warning(
+                    "job %d: outcome %s ignored: the lease was lost (the job runs "
+                    "again; its idempotency key prevents a second delivery)",
+                    f.job_id,
+                    f.outcome,
+                    extra={
+                        "job_id": f.job_id,
+                        "kind": job.kind if job else None,
+                        "attempt": job.attempt if job else None,
+                    },
+                )
+                continue
+            self.stats.add(f.outcome)
+            if f.outcome in ("retryable", "deferred"):
+                with self._lock:
+                    self._next_due = min(self._next_due, time.monotonic() + f.retry_in)
+        self._wake.set()
+
+    def _extend(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            leases = [(job.id, job.lease_token) for job in self._leased.values()]
+        for job_id in q.extend_leases(conn, leases, self.settings.lease):
+            log.warning(
+                "job %d: lease lost while running (reaped or cancelled)",
+                job_id,
+                extra={"job_id": job_id},
+            )
+
+    # -- listener --------------------------------------------------------------------
+    def _listener(self) -> None:
+        backoff = _Backoff(cap=self.settings.reconnect_max)
+        while not self._stopping.is_set():
+            conn: psycopg.Connection | None = None
+            try:
+                conn = self._connect("listen")
+                conn.execute(f"LISTEN {q.CHANNEL}")
+                self.listening.set()
+                backoff.reset()
+                self._notified()  # notifications may have been missed while away
+                while not self._stopping.is_set():
+                    for _ in conn.notifies(timeout=1.0):
+                        self._notified()
+            except _CONNECTION_ERRORS as exc:
+                self.listening.clear()
+                delay = backoff.next()
+                log.warning(
+                    "LISTEN connection lost (%s): reconnecting in %.1fs",
+                    scrub(str(exc).strip()),
+                    delay,
+                )
+                self._stopping.wait(delay)
+            finally:
+                self.listening.clear()
+                self._close(conn)
+
+    def _notified(self) -> None:
+        self._signals += 1
+        self._more = True
+        self._wake.set()
