@@ -10,6 +10,7 @@ Only rows that differ are written, so applying the same file twice touches nothi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from skene_pg.config import ConfigError, SkeneConfig, load_config
 APPLY_LOCK = 0x736B656E65
 
 Action = Literal["create", "update", "delete"]
-Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan"]
+Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan", "schedule"]
 Statement = tuple[str, tuple[Any, ...]]
 
 
@@ -57,7 +58,12 @@ def apply_config(
     conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False, prune: bool = False
 ) -> list[Change]:
     """Apply `config` in one transaction and return the changes (with dry_run: roll
-    back, changing nothing). Deleting plans or features needs prune=True."""
+    back, changing nothing). Deleting plans or features needs prune=True.
+
+    Then, where pg_cron is installed, retention loops are scheduled as pg_cron jobs
+    (in pg_cron's database, after the catalogue has committed)."""
+    from skene_pg.retention.schedules import sync_cron
+
     with conn.transaction() as transaction:
         conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
         steps = _steps(conn, config, prune)
@@ -67,7 +73,11 @@ def apply_config(
             for _, statements in steps:
                 for query, params in statements:
                     cursor.execute(query, params)
-    return [change for change, _ in steps]
+    schedules = [
+        Change(action, "schedule", name, detail)  # type: ignore[arg-type]
+        for action, name, detail in sync_cron(conn, config, dry_run=dry_run)
+    ]
+    return [change for change, _ in steps] + schedules
 
 
 # --------------------------------------------------------------------------------
@@ -512,6 +522,14 @@ def apply_command(
         click.echo(
             f"{count} problem{'s' if count != 1 else ''} in {file}: nothing applied", err=True
         )
+        sys.exit(1)
+    from skene_pg.retention.templates import template_problems
+
+    mistakes = template_problems(config, os.environ.get("SKENE_TEMPLATES_DIR"))
+    if mistakes:
+        for mistake in mistakes:
+            click.echo(mistake, err=True)
+        click.echo(f"{len(mistakes)} template problem(s) in {file}: nothing applied", err=True)
         sys.exit(1)
     with db.connect(db.require_url(database_url), autocommit=True) as conn:
         try:

@@ -233,6 +233,7 @@ def dev_db_destroy(directory: Path | None) -> None:
 # Commands that live beside the code they drive (one line each).
 # --------------------------------------------------------------------------------
 from skene_pg.apply import apply_command  # noqa: E402
+from skene_pg.billing.cli import billing_group, report_command  # noqa: E402
 from skene_pg.demo import demo_command  # noqa: E402
 from skene_pg.worker_cli import jobs_group, listen_command, templates_group  # noqa: E402
 
@@ -241,6 +242,8 @@ main.add_command(listen_command)
 main.add_command(jobs_group)
 main.add_command(templates_group)
 main.add_command(apply_command)
+main.add_command(billing_group)
+main.add_command(report_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

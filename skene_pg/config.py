@@ -34,8 +34,14 @@ MAX_BIGINT = 2**63 - 1  # usage_limit is a bigint
 UNLIMITED = "unlimited"
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_DURATION = re.compile(r"([1-9][0-9]{0,5}) ?(minute|hour|day|week)s?")
-_DURATION_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+_DURATION = re.compile(r"([1-9][0-9]{0,5}) ?(second|minute|hour|day|week)s?")
+_DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def duration_seconds(value: str) -> int | None:
+    """Seconds of a valid duration ("30 seconds", "7 days"), or None."""
+    found = _DURATION.fullmatch(value.strip())
+    return int(found[1]) * _DURATION_SECONDS[found[2]] if found else None
 
 
 # --------------------------------------------------------------------------------
@@ -317,11 +323,23 @@ class _Locator:
 # Validation
 # --------------------------------------------------------------------------------
 
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _COMMON_LOOP_KEYS = ("enabled", "recovery")
 _LOOP_KEYS = {  # type -> (required, optional), besides the common keys
-    "freemium": (("feature", "message", "upgrade_prompt"), ()),
-    "retention": (("schedule", "dormant_after", "template"), ("steps", "segment")),
-    "milestone": (("thresholds", "template"), ("feature", "event")),
+    "freemium": (("feature", "message", "upgrade_prompt"), ("attribution_window",)),
+    "retention": (
+        ("schedule", "dormant_after", "template"),
+        (
+            "steps",
+            "segment",
+            "segment_timeout",
+            "message",
+            "holdout_percent",
+            "frequency_cap",
+            "quiet_hours",
+        ),
+    ),
+    "milestone": (("thresholds", "template"), ("feature", "event", "message")),
 }
 # Columns of skene.loops; everything else in a loop's table is its config.
 _LOOP_COLUMNS = ("name", "type", "feature", "enabled")
@@ -645,6 +663,8 @@ class _Checker:
                     )
                 if "template" in prompt:
                     self.string(prompt["template"], (*where, "template"))
+        if "attribution_window" in body:  # conversions credit prompts sent this long before
+            self.duration(body["attribution_window"], (*path, "attribution_window"))
 
     def retention(self, body: dict, path: FieldPath) -> None:
         if "schedule" in body and self.string(body["schedule"], (*path, "schedule")):
@@ -659,8 +679,31 @@ class _Checker:
             self.string(body["segment"], (*path, "segment"))
         if "steps" in body:
             self.steps(body["steps"], (*path, "steps"))
+        for key in ("segment_timeout", "frequency_cap"):
+            if key in body:
+                self.duration(body[key], (*path, key))
+        if "message" in body:
+            self.string(body["message"], (*path, "message"))
+        if "holdout_percent" in body:
+            percent = self.whole(body["holdout_percent"], (*path, "holdout_percent"), 0)
+            if percent is not None and percent > 100:
+                self.report((*path, "holdout_percent"), f"{percent} is more than 100 (percent)")
+        if "quiet_hours" in body:
+            self.quiet_hours(body["quiet_hours"], (*path, "quiet_hours"))
+
+    def quiet_hours(self, value: Any, path: FieldPath) -> None:
+        if self.table(value, path, required=("start", "end")) is None:
+            return
+        for key in ("start", "end"):
+            found = value.get(key)
+            if key in value and not (isinstance(found, str) and _CLOCK.fullmatch(found)):
+                self.report(
+                    (*path, key), f'{describe(found)} is not a time of day; use e.g. "21:00"'
+                )
 
     def milestone(self, body: dict, path: FieldPath) -> None:
+        if "message" in body:
+            self.string(body["message"], (*path, "message"))
         if "event" in body:
             self.string(body["event"], (*path, "event"))
         if "template" in body:

@@ -132,3 +132,9 @@ def demo_command(directory: str | None, outbox: str) -> None:
         state = conn.execute("SELECT state FROM skene.jobs ORDER BY id").fetchall()
     click.echo(f"   job states now: {', '.join(s for (s,) in state)}")
     click.echo(f"\nExplore it: psql {url}")
+    from skene_pg.retention.demo import show_retention
+
+    show_retention(url)
+    from skene_pg.billing.demo import show_billing
+
+    show_billing(url)

@@ -4,8 +4,8 @@ skene functions of sql/0002_worker.up.sql; this module only calls them and reads
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -49,13 +49,15 @@ class Job:
 @dataclass(frozen=True)
 class Finish:
     """How one attempt ended: outcome is one of OUTCOMES; retry_in (seconds) for
-    retryable and deferred."""
+    retryable and deferred; `apply`: the handler's database step, run with the finish
+    in one transaction (skene_pg.worker.Outcome.apply)."""
 
     job_id: int
     lease_token: UUID
     outcome: str
     error: str | None = None
     retry_in: float = 0.0
+    apply: Callable[[psycopg.Connection], None] | None = field(default=None, compare=False)
 
 
 def claim(

@@ -28,7 +28,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,11 +56,17 @@ def scrub(text: str | None, limit: int = 300) -> str:
 class Outcome:
     """How a handler's attempt ended: outcome is succeeded, skipped, dead, retryable or
     deferred; `reason` is recorded on the job; `retry_in` (seconds) for deferred, and
-    optionally for retryable (else the worker's exponential backoff)."""
+    optionally for retryable (else the worker's exponential backoff).
+
+    `apply`, optional: database writes that make the attempt's result stick (a billing
+    handler applies what it fetched). The bookkeeper runs it in one transaction with
+    the job's finish, and only while the lease is still ours; if it raises, nothing
+    of it is kept and the job is retried with the error as its reason."""
 
     outcome: str
     reason: str | None = None
     retry_in: float | None = None
+    apply: Callable[[psycopg.Connection], None] | None = None
 
 
 class Handler(Protocol):
@@ -238,6 +244,7 @@ class Worker:
                                 log.warning("returned %d job(s) whose lease expired", reaped)
                             next_poll = time.monotonic() + s.poll_interval
                             self._more = True
+                            self._run_schedules(conn)
                         self._claim_and_dispatch(conn, pool)
                         backoff.reset()
                     except _CONNECTION_ERRORS as exc:
@@ -262,6 +269,18 @@ class Worker:
                 self._wake.clear()
         finally:
             self._close(conn)
+
+    def _run_schedules(self, conn: psycopg.Connection) -> None:
+        """Retention loops pg_cron does not run (skene.loops.cron_job IS NULL): each
+        slot runs once however many workers poll (skene.loop_runs' unique key)."""
+        from skene_pg.retention.schedules import run_due
+
+        try:
+            run_due(conn)
+        except _CONNECTION_ERRORS:
+            raise
+        except psycopg.Error as exc:
+            log.warning("retention schedules: %s", scrub(str(exc).strip()))
 
     def _should_claim(self) -> bool:
         """With a backlog, claim in batches of half the slots (one claim and one
@@ -324,7 +343,9 @@ class Worker:
         fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         fields["outcome"] = outcome.outcome
         self._finishes.put(
-            q.Finish(job.id, job.lease_token, outcome.outcome, outcome.reason, retry_in)
+            q.Finish(
+                job.id, job.lease_token, outcome.outcome, outcome.reason, retry_in, outcome.apply
+            )
         )
         with self._lock:
             self._sending -= 1
@@ -408,7 +429,10 @@ class Worker:
             self._close(conn)
 
     def _record(self, conn: psycopg.Connection, finishes: list[q.Finish]) -> None:
-        results = q.finish(conn, finishes)
+        plain = [f for f in finishes if f.apply is None]
+        results = q.finish(conn, plain)
+        applied = [f for f in finishes if f.apply is not None]
+        finishes = plain + [self._apply_and_finish(conn, f, results) for f in applied]
         with self._lock:
             jobs = {f.job_id: self._leased.pop(f.job_id, None) for f in finishes}
         for f in finishes:
@@ -432,6 +456,31 @@ class Worker:
                 with self._lock:
                     self._next_due = min(self._next_due, time.monotonic() + f.retry_in)
         self._wake.set()
+
+    def _apply_and_finish(
+        self, conn: psycopg.Connection, f: q.Finish, results: dict[int, bool]
+    ) -> q.Finish:
+        """A handler's database step and the job's finish, in one transaction: the
+        writes stay only if the lease was still ours. Returns the finish recorded."""
+        assert f.apply is not None
+        try:
+            with conn.transaction():
+                results.update(q.finish(conn, [f]))
+                if not results[f.job_id]:
+                    raise psycopg.Rollback()
+                f.apply(conn)
+            return f
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            reason = f"applying the result failed: {type(exc).__name__}: {scrub(str(exc))}"
+            log.warning("job %d: %s", f.job_id, reason, extra={"job_id": f.job_id})
+            with self._lock:
+                job = self._leased.get(f.job_id)
+            delay = self._retry_delay(job.attempt if job else 1)
+            failed = q.Finish(f.job_id, f.lease_token, "retryable", reason, delay)
+            results.update(q.finish(conn, [failed]))
+            return failed
 
     def _extend(self, conn: psycopg.Connection) -> None:
         with self._lock:

@@ -250,6 +250,14 @@ def _require_protocol(url: str) -> None:
     help="First retry after about this long, doubling each time, with jitter.",
 )
 @click.option(
+    "--http",
+    "http_address",
+    envvar="SKENE_HTTP",
+    metavar="HOST:PORT",
+    help="Also serve POST /webhooks/stripe (STRIPE_WEBHOOK_SECRET) and "
+    "/webhooks/resend (RESEND_WEBHOOK_SECRET) [env: SKENE_HTTP].",
+)
+@click.option(
     "--drain",
     is_flag=True,
     help="Run every job that is due now, then exit (cron-style runs, tests).",
@@ -280,6 +288,7 @@ def listen_command(
     poll_interval: float,
     lease: float,
     retry_base: float,
+    http_address: str | None,
     drain: bool,
     log_level: str,
     log_json: bool,
@@ -294,11 +303,14 @@ def listen_command(
 
     Secrets come from the environment only: RESEND_API_KEY (and RESEND_API_URL),
     SKENE_SMTP_URL (smtp://user:password@host:587, or smtps://), and
-    SKENE_UNSUBSCRIBE_SECRET (signs the token in unsubscribe links).
+    SKENE_UNSUBSCRIBE_SECRET (signs the token in unsubscribe links). With
+    STRIPE_API_KEY it also syncs plans from Stripe and reports metered usage;
+    --http serves the Stripe and Resend webhooks.
 
     \b
     Examples:
       skene-pg listen                                   # outbox: .eml files in ./outbox
+      skene-pg listen --http 0.0.0.0:8787               # + POST /webhooks/stripe, /resend
       RESEND_API_KEY=re_... skene-pg listen --email-provider resend \\
           --email-from 'Acme <hello@acme.com>' --app-url https://app.acme.com
       skene-pg listen --drain                           # send what is due, then exit
@@ -330,9 +342,11 @@ def listen_command(
     where = f" ({Path(outbox_dir).resolve()})" if email_provider == "outbox" else ""
     log.info("email provider: %s%s", email_provider, where)
     handler = EmailHandler(provider, TemplateRenderer(templates_dir), settings)
+    from skene_pg.billing.cli import billing_handlers, start_webhook_server
+
     worker = Worker(
         url,
-        [handler],
+        [handler, *billing_handlers(os.environ)],
         WorkerSettings(
             concurrency=concurrency,
             poll_interval=poll_interval,
@@ -350,7 +364,12 @@ def listen_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stats = worker.run()
+    server = start_webhook_server(url, http_address, os.environ) if http_address else None
+    try:
+        stats = worker.run()
+    finally:
+        if server is not None:
+            server.stop()
     if drain:
         counts = stats.as_dict()
         click.echo(

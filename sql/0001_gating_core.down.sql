@@ -45,3 +45,4 @@ DROP TABLE IF EXISTS skene.plans;
 DROP FUNCTION IF EXISTS skene.utc_text(timestamptz);
 DROP FUNCTION IF EXISTS skene.utc_day(timestamptz);
 DROP FUNCTION IF EXISTS skene.now();
+DROP FUNCTION IF EXISTS skene.test_now();

@@ -23,15 +23,26 @@ $roles$;
 -- Clock
 -- ---------------------------------------------------------------------------------
 
+-- The superuser check lives apart so that skene.now() stays a plain CASE that the
+-- planner inlines: a sub-select in it would re-plan it on every call of the gate.
+CREATE FUNCTION skene.test_now() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- Only a superuser's session may move the clock: an application role must not be
+    -- able to step into next month's quota.
+    SELECT CASE WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = pg_catalog.session_user())
+                THEN pg_catalog.current_setting('skene.now')::timestamptz
+                ELSE pg_catalog.now() END
+$$;
+COMMENT ON FUNCTION skene.test_now() IS 'The skene.now setting in a superuser''s session, else now(); internal to skene.now()';
+
 CREATE FUNCTION skene.now() RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    -- Tests move time by setting skene.now. Only a superuser's session may: an
-    -- application role must not be able to move its own quota clock.
+    -- Tests move time by setting skene.now (honoured for superusers only).
     SELECT CASE WHEN pg_catalog.current_setting('skene.now', true) <> ''
-                     AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r
-                           WHERE r.rolname = pg_catalog.session_user())
-                THEN pg_catalog.current_setting('skene.now')::timestamptz
+                THEN skene.test_now()
                 ELSE pg_catalog.now() END
 $$;
 COMMENT ON FUNCTION skene.now() IS 'Current time for skene: the skene.now setting in a superuser''s session (tests), else now()';
@@ -993,6 +1004,6 @@ GRANT EXECUTE ON FUNCTION
   TO skene_app, skene_worker;
 GRANT SELECT ON ALL TABLES IN SCHEMA skene TO skene_worker;
 GRANT INSERT, UPDATE ON skene.jobs TO skene_worker;
-GRANT EXECUTE ON FUNCTION skene.now(), skene.enqueue(text, jsonb, text, text, text, timestamptz, integer),
+GRANT EXECUTE ON FUNCTION skene.now(), skene.test_now(), skene.enqueue(text, jsonb, text, text, text, timestamptz, integer),
     skene.prune()
   TO skene_worker;

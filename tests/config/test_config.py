@@ -597,3 +597,15 @@ thresholds = [
         (8, "features.notes.limits.pro"),
         (19, "loops[0].thresholds[0]"),
     ]
+
+
+def test_freemium_attribution_window_is_a_duration(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(BASE + 'attribution_window = "14 days"\n')
+    (loop,) = load_config(good).loops
+    assert loop.config["attribution_window"] == "14 days"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE + 'attribution_window = "two weeks"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(bad)
+    assert [p.field for p in error.value.problems] == ["loops[0].attribution_window"]

@@ -15,7 +15,17 @@ from tests.sql.helpers import check_and_increment, decision, scalar, utc
 pytestmark = pytest.mark.usefixtures("catalogue")
 
 # DESIGN.md §3: what skene_app may execute, and nothing else.
-PUBLIC_API = {"check", "check_and_increment", "set_plan", "identify", "track", "unsubscribe"}
+# Plus ingest_billing_event: apps that verify billing webhooks themselves hand the
+# event over with it (issue 4); it can do nothing set_plan can't.
+PUBLIC_API = {
+    "check",
+    "check_and_increment",
+    "set_plan",
+    "identify",
+    "track",
+    "unsubscribe",
+    "ingest_billing_event",
+}
 
 
 @pytest.fixture
@@ -221,3 +231,10 @@ def test_app_cannot_shadow_skene_objects_through_search_path(
     app.execute("SET search_path = pg_temp, public")
     assert check_and_increment(app, "acme", "api_calls")["used"] == 1
     assert scalar(conn, "SELECT used FROM skene.usage WHERE customer_id = 'acme'") == 1
+
+
+def test_the_clock_stays_inlinable(conn: psycopg.Connection) -> None:
+    """skene.now() is read on every gate call: it must inline to a CASE, not run as a
+    function call re-planned each time (a sub-select in its body would prevent that)."""
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (VERBOSE) SELECT skene.now()"))
+    assert "CASE WHEN" in plan and "skene.now()" not in plan

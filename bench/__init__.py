@@ -1,0 +1,1 @@
+"""Benchmarks of skene-pg (`make bench`, or `python -m bench.run`); see docs/benchmarks.md."""

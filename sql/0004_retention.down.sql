@@ -1,0 +1,30 @@
+-- skene-pg 0004 down: removes activity tracking, retention runs and sends, and
+-- milestones. Triggers installed by skene.watch_activity on application tables are
+-- dropped with their function (CASCADE names them in a NOTICE).
+
+DROP FUNCTION IF EXISTS skene.retention_report(integer);
+DROP FUNCTION IF EXISTS skene.run_loop(text, timestamptz);
+DROP FUNCTION IF EXISTS skene.queue_retention(text, jsonb, timestamptz, bigint);
+DROP FUNCTION IF EXISTS skene.holdout_bucket(text, text);
+DROP FUNCTION IF EXISTS skene.quiet_until(timestamptz, text, time, time);
+DROP FUNCTION IF EXISTS skene.unwatch_activity(regclass);
+DROP FUNCTION IF EXISTS skene.watch_activity(regclass, text, text);
+DROP FUNCTION IF EXISTS skene.watched_activity() CASCADE;
+DROP FUNCTION IF EXISTS skene.track(text, text, jsonb, timestamptz);
+DROP FUNCTION IF EXISTS skene.record_activity(text, timestamptz);
+DROP FUNCTION IF EXISTS skene.note_comeback(text, timestamptz);
+DROP TRIGGER IF EXISTS loops_milestone_features ON skene.loops;
+DROP TRIGGER IF EXISTS usage_milestones ON skene.usage;
+DROP FUNCTION IF EXISTS skene.sync_milestone_trigger();
+DROP FUNCTION IF EXISTS skene.usage_milestones();
+DROP FUNCTION IF EXISTS skene.reach_milestones(text, text, text, bigint, bigint);
+
+DROP INDEX IF EXISTS skene.loops_milestone_event;
+DROP TABLE IF EXISTS skene.milestones_reached;
+DROP TABLE IF EXISTS skene.loop_sends;
+DROP TABLE IF EXISTS skene.loop_runs;
+DROP TABLE IF EXISTS skene.event_counts;
+
+ALTER TABLE skene.loops DROP COLUMN IF EXISTS cron_job;
+ALTER TABLE skene.customers DROP COLUMN IF EXISTS awaiting_reactivation;
+ALTER TABLE skene.customers DROP COLUMN IF EXISTS last_activity_at;

@@ -1,0 +1,78 @@
+"""Reactivation after a retention message, and the lift against the holdout."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+
+from skene_pg.retention.report import lift, retention_rows
+from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, set_now
+
+
+def test_reactivation_and_lift_on_a_constructed_population(
+    catalogue: psycopg.Connection,
+) -> None:
+    conn = catalogue
+    add_loop(conn, "dormant", "retention", {**DORMANT, "holdout_percent": 30})
+    ids = [f"c{i:03}" for i in range(200)]
+    for cid in ids:
+        customer(conn, cid, T0 - days(8))
+    conn.execute("SELECT skene.run_loop('dormant')")
+    held = {
+        c
+        for (c,) in conn.execute(
+            "SELECT customer_id FROM skene.loop_sends WHERE held_out"
+        ).fetchall()
+    }
+    emailed = set(ids) - held
+    assert 30 < len(held) < 90
+    # emailed: every other one back within 3 days, every 5th back only after 10 days
+    # (too late); held out: every 4th back within 3 days
+    back_soon = {c for i, c in enumerate(sorted(emailed)) if i % 2 == 0}
+    back_soon |= {c for i, c in enumerate(sorted(held)) if i % 4 == 0}
+    back_late = {c for i, c in enumerate(sorted(emailed)) if i % 5 == 1} - back_soon
+    for cid in sorted(back_soon):
+        conn.execute("SELECT skene.track(%s, 'login', '{}', %s)", (cid, T0 + days(3)))
+    # activity from before the message is no comeback
+    conn.execute("SELECT skene.track(%s, 'login', '{}', %s)", (sorted(emailed)[1], T0 - days(1)))
+    set_now(conn, T0 + days(10))
+    for cid in sorted(back_late):
+        conn.execute("SELECT skene.track(%s, 'login')", (cid,))
+
+    rows = {arm: row for row in retention_rows(conn, 7) for arm in [row[1]]}
+    emailed_back = len(back_soon & emailed)
+    held_back = len(back_soon & held)
+    assert rows["emailed"][2:4] == (len(emailed), emailed_back)
+    assert rows["holdout"][2:4] == (len(held), held_back)
+    expected = round(Decimal(emailed_back) / len(emailed), 4) - round(
+        Decimal(held_back) / len(held), 4
+    )
+    assert lift(retention_rows(conn, 7)) == {"dormant": expected}
+    # a wider window counts the late ones too
+    assert retention_rows(conn, 14)[0][3] == emailed_back + len(back_late)
+    # back customers no longer wait; the rest still do
+    waiting = {
+        c
+        for (c,) in conn.execute(
+            "SELECT customer_id FROM skene.customers WHERE awaiting_reactivation"
+        ).fetchall()
+    }
+    assert waiting == set(ids) - back_soon - back_late
+
+
+def test_a_message_waiting_in_quiet_hours_is_skipped_when_the_customer_comes_back(
+    catalogue: psycopg.Connection,
+) -> None:
+    conn = catalogue
+    add_loop(
+        conn, "dormant", "retention", {**DORMANT, "quiet_hours": {"start": "08:00", "end": "12:00"}}
+    )
+    customer(conn, "ada", T0 - days(8))
+    conn.execute("SELECT skene.run_loop('dormant')")  # 09:00 UTC: deferred to 12:00
+    set_now(conn, T0 + days(0.05))
+    conn.execute("SELECT skene.track('ada', 'login')")
+    assert conn.execute("SELECT state, last_error FROM skene.jobs").fetchone() == (
+        "skipped",
+        "the customer was active again at 2026-01-20 10:12:00+00",
+    )
