@@ -131,10 +131,9 @@ def demo_command(directory: str | None, outbox: str) -> None:
     with db.connect(url) as conn:
         state = conn.execute("SELECT state FROM skene.jobs ORDER BY id").fetchall()
     click.echo(f"   job states now: {', '.join(s for (s,) in state)}")
-    click.echo(f"\nExplore it: psql {url}")
+    from skene_pg.billing.demo import show_billing
     from skene_pg.retention.demo import show_retention
 
     show_retention(url)
-    from skene_pg.billing.demo import show_billing
-
     show_billing(url)
+    click.echo(f"\nExplore it: psql {url}")

@@ -123,10 +123,10 @@ def show_billing(url: str) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = response.read().decode()
-        click.secho("7. POST /webhooks/stripe checkout.session.completed (signed)", bold=True)
+        click.secho("11. POST /webhooks/stripe checkout.session.completed (signed)", bold=True)
         click.echo(f"   {response.status} {answer}")
 
-        click.secho("8. the worker re-fetches the subscription from (a local) Stripe", bold=True)
+        click.secho("12. the worker re-fetches the subscription from (a local) Stripe", bold=True)
         handler = StripeSyncHandler(make_client("sk_test_demo", stripe_api.url, timeout=5))
         stats = Worker(url, [handler], WorkerSettings(drain=True)).run().as_dict()
         click.echo(f"   sync jobs: {stats['succeeded']} succeeded, {stats['dead']} dead")
@@ -140,7 +140,7 @@ def show_billing(url: str) -> None:
             "WHERE customer_id = %s",
             (CUSTOMER,),
         ).fetchone()
-        click.secho("9. the customer is on the paid plan and unblocked", bold=True)
+        click.secho("13. the customer is on the paid plan and unblocked", bold=True)
         click.echo(format_table(["plan", "source", "subscription"], [plan or ("-", "-", "-")]))
         decision = conn.execute(
             "SELECT allowed, reason, plan, used, usage_limit "
@@ -149,7 +149,7 @@ def show_billing(url: str) -> None:
         ).fetchone()
         click.echo(format_table(["allowed", "reason", "plan", "used", "limit"], [decision or ()]))
 
-        click.secho("10. skene-pg report (skene.funnel)", bold=True)
+        click.secho("14. skene-pg report (skene.funnel)", bold=True)
         rows = queries.funnel(conn)
     click.echo(
         format_table(
