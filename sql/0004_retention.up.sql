@@ -271,6 +271,8 @@ BEGIN
     IF v_at = pg_catalog.now() AND pg_catalog.current_setting('skene.now', true) <> '' THEN
         v_at := skene.now();
     END IF;
+    -- The same upsert as skene.record_activity, written out: a nested PL/pgSQL call
+    -- costs a few microseconds of track()'s budget (1.3x a bare insert).
     UPDATE skene.customers c
        SET last_activity_at = CASE WHEN c.last_activity_at >= v_at THEN c.last_activity_at
                                    ELSE v_at END
