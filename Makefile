@@ -34,8 +34,10 @@ fmt: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Benchmarks: check_and_increment vs a bare UPDATE under pgbench, and more
+bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, track()
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.worker_bench
+	$(BIN)/python -m bench.track_bench
 
 dev-db: $(STAMP) ## Start the local development database and print its URL
 	$(BIN)/skene-pg dev-db start
