@@ -7,6 +7,7 @@ DROP FUNCTION IF EXISTS skene.unsuppress(text);
 DROP FUNCTION IF EXISTS skene.suppress(text, text, text);
 DROP FUNCTION IF EXISTS skene.cancel_job(bigint);
 DROP FUNCTION IF EXISTS skene.retry_job(bigint);
+DROP FUNCTION IF EXISTS skene.lock_job(bigint);
 DROP FUNCTION IF EXISTS skene.reap_expired_leases(integer);
 DROP FUNCTION IF EXISTS skene.finish_job(bigint, uuid, text, text, timestamptz);
 DROP FUNCTION IF EXISTS skene.extend_lease(bigint, uuid, interval);

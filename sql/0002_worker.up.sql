@@ -197,20 +197,33 @@ COMMENT ON FUNCTION skene.reap_expired_leases(integer) IS 'Return running jobs w
 -- Operators (skene-pg jobs retry|cancel, suppressions)
 -- ---------------------------------------------------------------------------------
 
-CREATE FUNCTION skene.retry_job(job_id bigint) RETURNS void
+-- The job, locked for an operator's change; 22023 naming the id when there is none.
+CREATE FUNCTION skene.lock_job(job_id bigint) RETURNS skene.jobs
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_job      record;
-    v_failures integer;
+    v_job skene.jobs;
 BEGIN
-    SELECT j.state, j.kind INTO v_job FROM skene.jobs j WHERE j.id = job_id FOR UPDATE;
+    SELECT j.* INTO v_job FROM skene.jobs j WHERE j.id = job_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('skene: no job %s', coalesce(job_id::text, 'NULL')),
             HINT = 'List jobs with `skene-pg jobs list`.';
     END IF;
+    RETURN v_job;
+END
+$$;
+COMMENT ON FUNCTION skene.lock_job(bigint) IS 'Lock one job for retry_job or cancel_job, or raise that it does not exist; internal';
+
+CREATE FUNCTION skene.retry_job(job_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    v_job      skene.jobs := skene.lock_job(job_id);
+    v_failures integer;
+BEGIN
     IF v_job.state NOT IN ('dead', 'cancelled', 'skipped', 'retryable', 'available') THEN
         RAISE EXCEPTION USING ERRCODE = '55000',
             MESSAGE = format('skene: job %s is %s and cannot be retried', job_id, v_job.state),
@@ -233,14 +246,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_job record;
+    v_job skene.jobs := skene.lock_job(job_id);
 BEGIN
-    SELECT j.state, j.attempt INTO v_job FROM skene.jobs j WHERE j.id = job_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('skene: no job %s', coalesce(job_id::text, 'NULL')),
-            HINT = 'List jobs with `skene-pg jobs list`.';
-    END IF;
     IF v_job.state = 'cancelled' THEN
         RETURN false;
     END IF;
@@ -300,6 +307,7 @@ COMMENT ON FUNCTION skene.unsuppress(text) IS 'Allow email to a suppressed addre
 -- ---------------------------------------------------------------------------------
 
 REVOKE EXECUTE ON FUNCTION
+    skene.lock_job(bigint),
     skene.claim_jobs(text, integer, interval, text[]),
     skene.extend_lease(bigint, uuid, interval),
     skene.finish_job(bigint, uuid, text, text, timestamptz),
