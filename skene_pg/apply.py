@@ -457,7 +457,9 @@ def _loop_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
                     [
                         (
                             "UPDATE skene.loops SET type = %s, feature = %s, config = %s, "
-                            "enabled = %s, updated_at = pg_catalog.now() WHERE name = %s",
+                            "enabled = %s, updated_at = pg_catalog.now(), "
+                            "segment_search_path = pg_catalog.current_setting('search_path') "
+                            "WHERE name = %s",
                             params,
                         )
                     ],

@@ -671,14 +671,15 @@ class _Checker:
             mistake = cron_mistake(body["schedule"])
             if mistake:
                 self.report((*path, "schedule"), mistake)
+        dormant = None
         if "dormant_after" in body:
-            self.duration(body["dormant_after"], (*path, "dormant_after"))
+            dormant = self.duration(body["dormant_after"], (*path, "dormant_after"))
         if "template" in body:
             self.string(body["template"], (*path, "template"))
         if "segment" in body:
             self.string(body["segment"], (*path, "segment"))
         if "steps" in body:
-            self.steps(body["steps"], (*path, "steps"))
+            self.steps(body["steps"], (*path, "steps"), dormant, body.get("dormant_after"))
         for key in ("segment_timeout", "frequency_cap"):
             if key in body:
                 self.duration(body[key], (*path, key))
@@ -738,7 +739,12 @@ class _Checker:
         if "backoff" in value:
             self.choice(value["backoff"], (*path, "backoff"), BACKOFFS)
 
-    def steps(self, value: Any, path: FieldPath) -> None:
+    def steps(
+        self, value: Any, path: FieldPath, dormant: int | None = None, dormant_text: Any = None
+    ) -> None:
+        """Each step's `after` is later than the one before it and than dormant_after
+        (`dormant` seconds, None when missing or invalid): the first message goes out
+        at dormant_after, so a step not later than that is never sent."""
         if not isinstance(value, list):
             self.report(
                 path,
@@ -746,7 +752,7 @@ class _Checker:
                 f"tables, got {describe(value)}",
             )
             return
-        previous = 0
+        previous, first = dormant or 0, dormant is not None
         for index, step in enumerate(value):
             where = (*path, index)
             if self.table(step, where, required=("after", "template")) is None:
@@ -754,10 +760,18 @@ class _Checker:
             if "template" in step:
                 self.string(step["template"], (*where, "template"))
             seconds = self.duration(step["after"], (*where, "after")) if "after" in step else None
-            if seconds is not None:
-                if seconds <= previous:
-                    self.report((*where, "after"), "must be later than the step before it")
-                previous = seconds
+            if seconds is None:
+                continue
+            if seconds <= previous and first:
+                self.report(
+                    (*where, "after"),
+                    f"must be later than dormant_after ({describe(dormant_text)}): the "
+                    f"first message goes out then, so this step would never be sent; "
+                    f"make it later or shorten dormant_after",
+                )
+            elif seconds <= previous:
+                self.report((*where, "after"), "must be later than the step before it")
+            previous, first = seconds, False
 
     def duration(self, value: Any, path: FieldPath) -> int | None:
         """Seconds of "7 days", "36 hours", ... (a PostgreSQL interval as well)."""
@@ -792,7 +806,7 @@ def is_period(value: Any) -> bool:
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_CRON_FIELDS = (  # label, lowest, highest, names (numbered from lowest)
+CRON_FIELDS = (  # label, lowest, highest, names (numbered from lowest); also retention/cron.py
     ("minute", 0, 59, ()),
     ("hour", 0, 23, ()),
     ("day of month", 1, 31, ()),
@@ -810,7 +824,7 @@ def cron_mistake(schedule: str) -> str | None:
             f"{describe(schedule)} is not a cron schedule: it needs 5 fields (minute hour "
             f'day-of-month month day-of-week), e.g. "0 9 * * *"'
         )
-    for text, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+    for text, (label, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
         for part in text.split(","):
             found = _CRON_PART.fullmatch(part)
             if not found or found[3] == "0":

@@ -154,6 +154,19 @@ def email_contexts(conn: psycopg.Connection, job_ids: Sequence[int]) -> dict[int
         return {row["job_id"]: row for row in cur.fetchall()}
 
 
+def retention_send_after(
+    conn: psycopg.Connection, job_ids: Sequence[int]
+) -> dict[int, tuple[datetime, datetime]]:
+    """(send after, now) of each retention job: the end of its loop's quiet hours in
+    the customer's time zone, or now."""
+    if not job_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT job_id, send_after, now FROM skene.retention_send_after(%s)", (list(job_ids),)
+    ).fetchall()
+    return {job_id: (send_after, now) for job_id, send_after, now in rows}
+
+
 def customer_context(conn: psycopg.Connection, customer_id: str) -> dict[str, Any] | None:
     """The same facts for a customer with no job (template previews)."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -18,6 +18,11 @@ COMMENT ON COLUMN skene.customers.awaiting_reactivation IS 'A retention loop rea
 
 ALTER TABLE skene.loops ADD COLUMN IF NOT EXISTS cron_job text;
 COMMENT ON COLUMN skene.loops.cron_job IS 'pg_cron job that runs this retention loop; NULL: skene-pg listen runs its schedule';
+-- run_loop runs with its owner's rights whoever calls it (pg_cron, the worker's role,
+-- a person), so a segment's unqualified names must not depend on the caller's session.
+ALTER TABLE skene.loops ADD COLUMN IF NOT EXISTS segment_search_path text NOT NULL
+    DEFAULT pg_catalog.current_setting('search_path');
+COMMENT ON COLUMN skene.loops.segment_search_path IS 'search_path a segment query runs with: that of the session that wrote the loop (skene-pg apply)';
 
 CREATE TABLE skene.event_counts (
     customer_id text NOT NULL REFERENCES skene.customers ON DELETE CASCADE,
@@ -146,40 +151,54 @@ END
 $$;
 COMMENT ON FUNCTION skene.usage_milestones() IS 'Trigger on skene.usage for features with a milestone loop; installed by skene.sync_milestone_trigger';
 
--- The trigger on the gate's hottest table exists only while a milestone loop counts a
--- feature, and fires only for those features (its WHEN names them): gate calls on
--- other features pay nothing.
+-- The triggers on the gate's hottest table exist only while a milestone loop counts a
+-- feature, and fire only when a call crosses one of that feature's thresholds: their
+-- WHEN names each feature with its sorted thresholds, and width_bucket() counts the
+-- thresholds at or below a count. Other calls pay one expression, not a trigger call.
 CREATE FUNCTION skene.sync_milestone_trigger() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_features text[];
-    v_when     text;
-    v_current  text;
+    v_on_insert text;
+    v_on_update text;
+    v_trigger   record;
+    v_oid       oid;
 BEGIN
-    SELECT array_agg(DISTINCT l.feature ORDER BY l.feature) INTO v_features
-      FROM skene.loops l WHERE l.type = 'milestone' AND l.enabled AND l.feature IS NOT NULL;
-    SELECT pg_catalog.pg_get_triggerdef(t.oid) INTO v_current FROM pg_catalog.pg_trigger t
-     WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = 'usage_milestones';
-    IF v_features IS NULL THEN
-        IF v_current IS NOT NULL THEN
-            DROP TRIGGER usage_milestones ON skene.usage;
+    SELECT string_agg(format('(new.feature = %L AND width_bucket(new.used, %L::bigint[]) > 0)',
+                             f.feature, f.thresholds), ' OR ' ORDER BY f.feature),
+           string_agg(format('(new.feature = %L AND width_bucket(new.used, %2$L::bigint[]) > '
+                             'width_bucket(CASE WHEN old.period_start IS NOT DISTINCT FROM '
+                             'new.period_start THEN old.used ELSE 0 END, %2$L::bigint[]))',
+                             f.feature, f.thresholds), ' OR ' ORDER BY f.feature)
+      INTO v_on_insert, v_on_update
+      FROM (SELECT l.feature, array_agg(DISTINCT t::bigint ORDER BY t::bigint) AS thresholds
+              FROM skene.loops l CROSS JOIN jsonb_array_elements_text(l.config -> 'thresholds') t
+             WHERE l.type = 'milestone' AND l.enabled AND l.feature IS NOT NULL
+             GROUP BY l.feature) f;
+    -- Each trigger's comment holds its condition: unchanged loops leave the table alone
+    -- (DROP TRIGGER would wait for, and block, every gate call).
+    FOR v_trigger IN SELECT * FROM (VALUES
+            ('usage_milestones_insert', 'INSERT', v_on_insert),
+            ('usage_milestones', 'UPDATE OF used', v_on_update)) AS t(name, events, condition)
+    LOOP
+        SELECT t.oid INTO v_oid FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = v_trigger.name;
+        CONTINUE WHEN v_oid IS NOT NULL AND pg_catalog.obj_description(v_oid, 'pg_trigger')
+                                            IS NOT DISTINCT FROM v_trigger.condition;
+        IF v_oid IS NOT NULL THEN
+            EXECUTE format('DROP TRIGGER %I ON skene.usage', v_trigger.name);
         END IF;
-        RETURN NULL;
-    END IF;
-    v_when := format('(new.feature = ANY (%L::text[]))', v_features);
-    IF v_current IS NOT NULL AND v_current LIKE '%' || format('%L', v_features::text) || '%' THEN
-        RETURN NULL;  -- already for these features
-    END IF;
-    IF v_current IS NOT NULL THEN
-        DROP TRIGGER usage_milestones ON skene.usage;
-    END IF;
-    EXECUTE format('CREATE TRIGGER usage_milestones AFTER INSERT OR UPDATE OF used ON skene.usage '
-                   'FOR EACH ROW WHEN %s EXECUTE FUNCTION skene.usage_milestones()', v_when);
+        CONTINUE WHEN v_trigger.condition IS NULL;
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON skene.usage FOR EACH ROW WHEN (%s) '
+                       'EXECUTE FUNCTION skene.usage_milestones()',
+                       v_trigger.name, v_trigger.events, v_trigger.condition);
+        EXECUTE format('COMMENT ON TRIGGER %I ON skene.usage IS %L',
+                       v_trigger.name, v_trigger.condition);
+    END LOOP;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION skene.sync_milestone_trigger() IS 'Keep the skene.usage milestone trigger to exactly the features milestone loops count';
+COMMENT ON FUNCTION skene.sync_milestone_trigger() IS 'Keep the skene.usage milestone triggers to exactly the features and thresholds milestone loops count';
 
 CREATE TRIGGER loops_milestone_features AFTER INSERT OR UPDATE OR DELETE ON skene.loops
     FOR EACH STATEMENT EXECUTE FUNCTION skene.sync_milestone_trigger();
@@ -211,8 +230,20 @@ END
 $$;
 COMMENT ON FUNCTION skene.note_comeback(text, timestamptz) IS 'Record a comeback after retention messages and skip those still waiting; internal';
 
--- The activity of one customer at one time, without validation (the watch trigger).
--- One HOT update of the customer row in the common case.
+-- How finely last_activity_at is kept. Activity within this of the stored time only
+-- reads the customer row: a session's events cost a lookup each, not a write of the
+-- wide, hot row, so track() stays near the cost of a bare insert. Dormancy is measured
+-- in days; the stored time is at most this much earlier than the true last activity.
+CREATE FUNCTION skene.activity_resolution() RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN interval '1 minute';
+COMMENT ON FUNCTION skene.activity_resolution() IS 'How finely skene.customers.last_activity_at is kept';
+
+-- The activity of one customer at one time, without validation (track() validates;
+-- the watch trigger trusts its table). Writes the customer row only for activity newer
+-- than the stored time by more than the resolution, a comeback after a retention
+-- message, or a new customer; otherwise the UPDATE matches nothing and writes nothing.
+-- UPDATE first: a write then costs one index lookup, not a read and then a write.
 CREATE FUNCTION skene.record_activity(customer_id text, at_time timestamptz) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -220,23 +251,26 @@ AS $$
 DECLARE
     v_waiting boolean;
 BEGIN
-    UPDATE skene.customers c
-       SET last_activity_at = CASE WHEN c.last_activity_at >= at_time THEN c.last_activity_at
-                                   ELSE at_time END
+    UPDATE skene.customers c SET last_activity_at = greatest(c.last_activity_at, at_time)
      WHERE c.customer_id = customer_id
+       AND (c.awaiting_reactivation OR c.last_activity_at IS NULL
+            OR c.last_activity_at < at_time - skene.activity_resolution())
     RETURNING c.awaiting_reactivation INTO v_waiting;
-    IF NOT FOUND THEN
+    IF FOUND THEN
+        IF v_waiting THEN
+            PERFORM skene.note_comeback(customer_id, at_time);
+        END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM skene.customers c WHERE c.customer_id = customer_id) THEN
         PERFORM skene.register_customer(customer_id);
-        UPDATE skene.customers c SET last_activity_at = at_time WHERE c.customer_id = customer_id;
-    ELSIF v_waiting THEN
-        PERFORM skene.note_comeback(customer_id, at_time);
+        UPDATE skene.customers c SET last_activity_at = greatest(c.last_activity_at, at_time)
+         WHERE c.customer_id = customer_id;
     END IF;
 END
 $$;
 COMMENT ON FUNCTION skene.record_activity(text, timestamptz) IS 'Keep a customer''s last activity and note a comeback after a retention message; internal';
 
--- The hot path is written out in one function (no nested calls): it runs on every
--- tracked event, and should cost little more than the INSERT it replaces.
+-- Runs on every tracked event, so it should cost little more than the INSERT into an
+-- events table it replaces (docs/benchmarks.md): see skene.activity_resolution.
 CREATE FUNCTION skene.track(customer_id text, event text, properties jsonb DEFAULT '{}',
                             occurred_at timestamptz DEFAULT now())
 RETURNS void
@@ -244,9 +278,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_at      timestamptz := occurred_at;
-    v_waiting boolean;
-    v_count   bigint;
+    v_at    timestamptz := occurred_at;
+    v_count bigint;
 BEGIN
     IF customer_id IS NULL OR customer_id = '' THEN
         PERFORM skene.require_customer_id(customer_id);
@@ -271,19 +304,7 @@ BEGIN
     IF v_at = pg_catalog.now() AND pg_catalog.current_setting('skene.now', true) <> '' THEN
         v_at := skene.now();
     END IF;
-    -- The same upsert as skene.record_activity, written out: a nested PL/pgSQL call
-    -- costs a few microseconds of track()'s budget (1.3x a bare insert).
-    UPDATE skene.customers c
-       SET last_activity_at = CASE WHEN c.last_activity_at >= v_at THEN c.last_activity_at
-                                   ELSE v_at END
-     WHERE c.customer_id = customer_id
-    RETURNING c.awaiting_reactivation INTO v_waiting;
-    IF NOT FOUND THEN
-        PERFORM skene.register_customer(customer_id);
-        UPDATE skene.customers c SET last_activity_at = v_at WHERE c.customer_id = customer_id;
-    ELSIF v_waiting THEN
-        PERFORM skene.note_comeback(customer_id, v_at);
-    END IF;
+    PERFORM skene.record_activity(customer_id, v_at);
     -- Counts are kept only for events a milestone loop counts (an index lookup).
     IF EXISTS (SELECT 1 FROM skene.loops l
                 WHERE l.type = 'milestone' AND l.config ->> 'event' = event AND l.enabled) THEN
@@ -380,6 +401,32 @@ END
 $$;
 COMMENT ON FUNCTION skene.quiet_until(timestamptz, text, time, time) IS 'The first time at or after at_time outside the quiet window in that time zone';
 
+-- A loop's quiet window (default 21:00-08:00; equal start and end: none).
+CREATE FUNCTION skene.quiet_hours(config jsonb, OUT quiet_start time, OUT quiet_end time)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT coalesce(config #>> '{quiet_hours,start}', '21:00')::time,
+           coalesce(config #>> '{quiet_hours,end}', '08:00')::time
+$$;
+COMMENT ON FUNCTION skene.quiet_hours(jsonb) IS 'The quiet window of a retention loop''s config, with its defaults';
+
+-- When each retention job may go out now: the end of its loop's quiet hours in the
+-- customer's time zone, or now. The worker asks before sending, so a retry or a
+-- rate-limit deferral that lands in quiet hours waits as well.
+CREATE FUNCTION skene.retention_send_after(job_ids bigint[])
+RETURNS TABLE (job_id bigint, send_after timestamptz, now timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT j.id, skene.quiet_until(skene.now(), c.timezone, q.quiet_start, q.quiet_end),
+           skene.now()
+      FROM skene.jobs j
+      JOIN skene.loops l ON l.name = j.loop_name AND l.type = 'retention'
+      JOIN skene.customers c ON c.customer_id = j.customer_id
+     CROSS JOIN LATERAL skene.quiet_hours(l.config) q
+     WHERE j.id = ANY (job_ids)
+$$;
+COMMENT ON FUNCTION skene.retention_send_after(bigint[]) IS 'For the worker: when each retention job may be sent (after quiet hours), and the time now';
+
 -- 0-99, stable for a customer and loop: below the holdout percentage means held out.
 CREATE FUNCTION skene.holdout_bucket(customer_id text, loop_name text) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -388,11 +435,12 @@ AS $$
 $$;
 COMMENT ON FUNCTION skene.holdout_bucket(text, text) IS 'Deterministic 0-99 bucket of a customer in a loop (md5), for the holdout';
 
--- Not SECURITY DEFINER: a segment query runs with the rights of whoever runs the loop
--- (the pg_cron job's owner: the user that applied the config).
+-- SECURITY DEFINER: a loop runs with the rights of the schema's owner (who applied
+-- the config) whether pg_cron, the worker's role or a person starts it; its segment
+-- runs with the loop's segment_search_path.
 CREATE FUNCTION skene.run_loop(name text, slot timestamptz DEFAULT NULL)
 RETURNS skene.loop_runs
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -453,15 +501,20 @@ DECLARE
     v_first     interval := (config ->> 'dormant_after')::interval;
     v_holdout   integer := coalesce((config ->> 'holdout_percent')::integer, 10);
     v_cap       interval := coalesce(config ->> 'frequency_cap', '24 hours')::interval;
-    v_quiet_s   time := coalesce(config #>> '{quiet_hours,start}', '21:00')::time;
-    v_quiet_e   time := coalesce(config #>> '{quiet_hours,end}', '08:00')::time;
+    v_quiet_s   time := (skene.quiet_hours(config)).quiet_start;
+    v_quiet_e   time := (skene.quiet_hours(config)).quiet_end;
     v_attempts  integer := coalesce((config #>> '{recovery,retries}')::integer + 1, 5);
     v_segment   boolean := coalesce(config ->> 'segment', '') <> '';
+    v_path      text;
 BEGIN
     IF v_segment THEN
         -- The app's own query; the caller's statement_timeout bounds it (the schedule
-        -- sets segment_timeout), and an error or timeout fails the run.
+        -- sets segment_timeout), and an error or timeout fails the run. pg_temp goes
+        -- last: the caller's temporary tables must not stand in for the app's.
+        SELECT l.segment_search_path INTO v_path FROM skene.loops l WHERE l.name = loop_name;
+        PERFORM pg_catalog.set_config('search_path', v_path || ', pg_temp', true);
         EXECUTE format('CREATE TEMP TABLE skene_segment ON COMMIT DROP AS %s', config ->> 'segment');
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                         WHERE a.attrelid = 'pg_temp.skene_segment'::regclass
                           AND a.attname = 'customer_id' AND NOT a.attisdropped) THEN
@@ -472,6 +525,10 @@ BEGIN
     ELSE
         CREATE TEMP TABLE IF NOT EXISTS skene_segment (customer_id text) ON COMMIT DROP;
     END IF;
+    -- One run at a time across all loops, from here to commit: the frequency cap below
+    -- then sees the messages other loops' runs queued (pg_cron starts each loop in its
+    -- own session, often in the same minute). Runs are daily, so this costs nothing.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('skene.queue_retention'));
 
     CREATE TEMP TABLE skene_due ON COMMIT DROP AS
     WITH steps AS (
@@ -551,26 +608,31 @@ COMMENT ON FUNCTION skene.queue_retention(text, jsonb, timestamptz, bigint) IS '
 -- ---------------------------------------------------------------------------------
 
 CREATE FUNCTION skene.retention_report(window_days integer DEFAULT 7)
-RETURNS TABLE (loop_name text, arm text, reached bigint, reactivated bigint, rate numeric)
+RETURNS TABLE (loop_name text, arm text, measured bigint, reactivated bigint, rate numeric,
+               open bigint)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    -- one unit per loop, customer and episode: reactivated within the window after
-    -- the episode's first message (or its held-out twin)
+    -- One unit per loop, customer and episode, reactivated if the customer came back
+    -- within the window after any of its messages (or their held-out twins). Only
+    -- episodes whose window has closed are measured: counting the open ones would
+    -- count their early successes and none of their failures. The rest are `open`.
     WITH episodes AS (
         SELECT s.loop_name, s.customer_id, s.episode_start, bool_or(s.held_out) AS held_out,
-               min(s.sent_at) AS first_sent, min(s.reactivated_at) AS back_at
+               bool_or(s.reactivated_at <= s.sent_at + make_interval(days => $1)) AS back,
+               max(s.sent_at) + make_interval(days => $1) <= skene.now() AS closed
           FROM skene.loop_sends s
          GROUP BY s.loop_name, s.customer_id, s.episode_start
     )
     SELECT e.loop_name, CASE WHEN e.held_out THEN 'holdout' ELSE 'emailed' END,
-           count(*),
-           count(*) FILTER (WHERE e.back_at <= e.first_sent + make_interval(days => $1)),
-           round(count(*) FILTER (WHERE e.back_at <= e.first_sent + make_interval(days => $1))::numeric
-                 / count(*), 4)
+           count(*) FILTER (WHERE e.closed),
+           count(*) FILTER (WHERE e.closed AND e.back),
+           round(count(*) FILTER (WHERE e.closed AND e.back)::numeric
+                 / nullif(count(*) FILTER (WHERE e.closed), 0), 4),
+           count(*) FILTER (WHERE NOT e.closed)
       FROM episodes e
      GROUP BY 1, 2 ORDER BY 1, 2
 $$;
-COMMENT ON FUNCTION skene.retention_report(integer) IS 'Reactivation within N days per retention loop, emailed vs holdout';
+COMMENT ON FUNCTION skene.retention_report(integer) IS 'Reactivation within N days of a message per retention loop, emailed vs holdout, over episodes whose window has closed';
 
 -- ---------------------------------------------------------------------------------
 -- Privileges
@@ -581,12 +643,15 @@ REVOKE EXECUTE ON FUNCTION
     skene.usage_milestones(),
     skene.sync_milestone_trigger(),
     skene.note_comeback(text, timestamptz),
+    skene.activity_resolution(),
     skene.record_activity(text, timestamptz),
     skene.track(text, text, jsonb, timestamptz),
     skene.watched_activity(),
     skene.watch_activity(regclass, text, text),
     skene.unwatch_activity(regclass),
     skene.quiet_until(timestamptz, text, time, time),
+    skene.quiet_hours(jsonb),
+    skene.retention_send_after(bigint[]),
     skene.holdout_bucket(text, text),
     skene.run_loop(text, timestamptz),
     skene.queue_retention(text, jsonb, timestamptz, bigint),
@@ -596,5 +661,8 @@ REVOKE EXECUTE ON FUNCTION
 -- migration), not by the application role at run time: not granted to skene_app.
 GRANT EXECUTE ON FUNCTION skene.track(text, text, jsonb, timestamptz) TO skene_app, skene_worker;
 GRANT EXECUTE ON FUNCTION skene.retention_report(integer) TO skene_worker;
+-- the worker runs the schedules pg_cron does not (skene-pg listen)
+GRANT EXECUTE ON FUNCTION skene.run_loop(text, timestamptz) TO skene_worker;
+GRANT EXECUTE ON FUNCTION skene.retention_send_after(bigint[]) TO skene_worker;
 GRANT SELECT ON skene.event_counts, skene.loop_runs, skene.loop_sends, skene.milestones_reached
   TO skene_worker;

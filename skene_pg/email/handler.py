@@ -115,6 +115,17 @@ def skip_reason(
         )
     if is_upgrade_prompt(payload, context.get("loop_type")) and context.get("paid"):
         return f"the customer is already on the paid plan {context['plan']!r}"
+    # a retention message is for one dormancy episode: activity since ends it (also
+    # activity that raced the loop run that queued the message)
+    last_activity = context.get("last_activity_at")
+    episode_start = payload.get("episode_start")
+    if (
+        context.get("loop_type") == "retention"
+        and last_activity
+        and episode_start
+        and last_activity > datetime.fromisoformat(episode_start)
+    ):
+        return f"the customer was active again at {last_activity:%Y-%m-%d %H:%M:%S%z}"
     return None
 
 
@@ -218,12 +229,24 @@ class EmailHandler:
         self.settings = settings
 
     def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]:
-        return q.email_contexts(conn, [job.id for job in jobs])
+        contexts = q.email_contexts(conn, [job.id for job in jobs])
+        retention = [i for i, c in contexts.items() if c.get("loop_type") == "retention"]
+        for job_id, window in q.retention_send_after(conn, retention).items():
+            contexts[job_id]["send_after"], contexts[job_id]["now"] = window
+        return contexts
 
     def run(self, job: q.Job, context: Any) -> Outcome:
         reason = skip_reason(context, job.payload, job.customer_id)
         if reason:
             return Outcome("skipped", reason)
+        send_after = context.get("send_after")
+        if send_after and send_after > context["now"]:
+            # a retry or deferral that fell into the customer's quiet hours
+            return Outcome(
+                "deferred",
+                f"quiet hours in the customer's time zone until {send_after:%Y-%m-%d %H:%M%z}",
+                retry_in=(send_after - context["now"]).total_seconds(),
+            )
         assert job.customer_id is not None
         try:
             email = compose(

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+from skene_pg.config import CRON_FIELDS  # the validator's bounds and names
 
 
-def _field(text: str, low: int, high: int) -> set[int]:
+def _bound(text: str, low: int, names: tuple[str, ...]) -> int:
+    """A number, or a name (`mon`, `JAN`: any case) numbered from `low` (sun is 0)."""
+    name = text.lower()
+    return names.index(name) + low if name in names else int(text)
+
+
+def _field(text: str, low: int, high: int, names: tuple[str, ...]) -> set[int]:
     values: set[int] = set()
     for part in text.split(","):
         body, _, step_text = part.partition("/")
@@ -17,9 +23,9 @@ def _field(text: str, low: int, high: int) -> set[int]:
             start, end = low, high
         elif "-" in body:
             first, last = body.split("-", 1)
-            start, end = int(first), int(last)
+            start, end = _bound(first, low, names), _bound(last, low, names)
         else:
-            start = int(body)
+            start = _bound(body, low, names)
             end = high if step_text else start
         values.update(range(start, end + 1, step))
     return values
@@ -32,7 +38,10 @@ class Schedule:
         fields = expression.split()
         if len(fields) != 5:
             raise ValueError(f"{expression!r} is not a five-field cron schedule")
-        parsed = [_field(f, low, high) for f, (low, high) in zip(fields, _BOUNDS, strict=True)]
+        parsed = [
+            _field(text, low, high, names)
+            for text, (_label, low, high, names) in zip(fields, CRON_FIELDS, strict=True)
+        ]
         self.minutes, self.hours, self.days, self.months, weekdays = parsed
         self.weekdays = {d % 7 for d in weekdays}  # 7 is Sunday too
         # cron's rule: when both day fields are restricted, either may match

@@ -11,16 +11,17 @@ import psycopg
 
 from skene_pg.tables import format_table
 
-RETENTION_HEADERS = ["loop", "arm", "reached", "reactivated", "rate"]
+RETENTION_HEADERS = ["loop", "arm", "measured", "reactivated", "rate", "open"]
 MILESTONE_HEADERS = ["loop", "threshold", "customers", "emails queued"]
 RUN_HEADERS = ["loop", "runs", "failed", "queued", "held out", "last run", "last error"]
 
 
 def retention_rows(conn: psycopg.Connection, window_days: int = 7) -> list[tuple[Any, ...]]:
-    """Per retention loop and arm (emailed, holdout): episodes reached, reactivated
-    within `window_days` of the first message, and the rate."""
+    """Per retention loop and arm (emailed, holdout): episodes measured (their window
+    has closed), those reactivated within `window_days` of one of their messages, the
+    rate, and episodes still inside their window (not counted yet)."""
     return conn.execute(
-        "SELECT loop_name, arm, reached, reactivated, rate FROM skene.retention_report(%s)",
+        "SELECT loop_name, arm, measured, reactivated, rate, open FROM skene.retention_report(%s)",
         (window_days,),
     ).fetchall()
 
@@ -28,7 +29,7 @@ def retention_rows(conn: psycopg.Connection, window_days: int = 7) -> list[tuple
 def lift(rows: list[tuple[Any, ...]]) -> dict[str, Decimal | None]:
     """Reactivation rate emailed minus holdout, per loop (None without both arms)."""
     rates: dict[str, dict[str, Decimal]] = {}
-    for loop, arm, _, _, rate in rows:
+    for loop, arm, _, _, rate, _ in rows:
         rates.setdefault(loop, {})[arm] = rate
     return {
         loop: (arms["emailed"] - arms["holdout"])
@@ -58,7 +59,14 @@ def milestone_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
 def print_sections(conn: psycopg.Connection, window_days: int = 7) -> None:
     rows = retention_rows(conn, window_days)
     click.secho(f"Retention: reactivated within {window_days} days", bold=True)
-    click.echo(format_table(RETENTION_HEADERS, rows) if rows else "no retention messages yet")
+    if rows:
+        click.echo(format_table(RETENTION_HEADERS, rows))
+        click.echo(
+            f"measured: episodes whose {window_days}-day window has closed; "
+            "open: not yet, so not counted"
+        )
+    else:
+        click.echo("no retention messages yet")
     for loop, value in lift(rows).items():
         if value is not None:
             click.echo(f"lift {loop}: {value * 100:+.1f} points (emailed vs holdout)")

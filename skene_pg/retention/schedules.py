@@ -95,10 +95,11 @@ def sync_cron(
 ) -> list[tuple[str, str, str]]:
     """Schedule each enabled retention loop with pg_cron, update changed ones and
     unschedule the rest of this database's skene jobs. Returns (action, job, detail)
-    triples; [] when pg_cron is not available (the worker runs the schedules then)."""
+    triples. When pg_cron is not available the worker runs the schedules: loops pg_cron
+    ran before are handed to it (cron_job cleared), one "update" each."""
     cron_db = cron_database(conn)
     if cron_db is None:
-        return []
+        return _hand_to_worker(conn, "pg_cron is not preloaded", dry_run=dry_run)
     app_db = conn.info.dbname
     wanted = wanted_jobs(config, app_db, cron_db)
     changes: list[tuple[str, str, str]] = []
@@ -112,7 +113,8 @@ def sync_cron(
                 cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
             except psycopg.Error as exc:
                 log.warning("pg_cron is preloaded but cannot be installed in %s: %s", cron_db, exc)
-                return []
+                why = f"pg_cron cannot be installed in database {cron_db}"
+                return _hand_to_worker(conn, why, dry_run=dry_run)
         prefix = job_name("", app_db, cron_db)
         current = {
             name: CronJob(name, schedule, cmd)
@@ -159,6 +161,22 @@ def sync_cron(
                     (name, loop, name),
                 )
     return changes
+
+
+def _hand_to_worker(
+    conn: psycopg.Connection, why: str, *, dry_run: bool
+) -> list[tuple[str, str, str]]:
+    """Without pg_cron, clear skene.loops.cron_job so the worker runs the loops pg_cron
+    was running (it runs only those without one); a change for each."""
+    loops = conn.execute(
+        "SELECT name, cron_job FROM skene.loops WHERE cron_job IS NOT NULL ORDER BY name"
+    ).fetchall()
+    if loops and not dry_run:
+        conn.execute(
+            "UPDATE skene.loops SET cron_job = NULL WHERE name = ANY(%s) AND cron_job IS NOT NULL",
+            ([name for name, _ in loops],),
+        )
+    return [("update", job, f"{why}; skene-pg listen runs loop {name} now") for name, job in loops]
 
 
 # --------------------------------------------------------------------------------

@@ -439,6 +439,19 @@ MISTAKES = {
         '"1 week"',
         "must be later than the step before it",
     ),
+    "retention step before dormant_after": (
+        BASE + RETENTION + 'steps = [{ after = "3 days", template = "a" }]\n',
+        "loops[1].steps[0].after",
+        "steps =",
+        'must be later than dormant_after ("7 days"): the first message goes out then, '
+        "so this step would never be sent; make it later or shorten dormant_after",
+    ),
+    "retention step at dormant_after": (
+        BASE + RETENTION + 'steps = [{ after = "1 week", template = "a" }]\n',
+        "loops[1].steps[0].after",
+        "steps =",
+        'must be later than dormant_after ("7 days")',
+    ),
     "retention with a feature": (
         BASE + RETENTION + 'feature = "api_calls"  # retention\n',
         "loops[1].feature",
@@ -487,6 +500,23 @@ def test_a_missing_key_points_at_its_table(tmp_path: Path) -> None:
     assert problem.field == "loops[1].dormant_after"
     assert problem.line == line_of(text, 'name = "dormant_users"') - 1  # its [[loops]]
     assert problem.message == "is required"
+
+
+def test_steps_after_an_invalid_dormant_after_are_compared_with_each_other(
+    tmp_path: Path,
+) -> None:
+    steps = 'steps = [{ after = "3 days", template = "a" }, { after = "2 days", template = "b" }]\n'
+    text = BASE + RETENTION.replace('"7 days"', '"soon"') + steps
+    found = problems(tmp_path, text)
+    assert [(p.field, p.message) for p in found] == [
+        ("loops[1].dormant_after", found[0].message),
+        ("loops[1].steps[1].after", "must be later than the step before it"),
+    ]
+
+
+def test_steps_later_than_dormant_after_are_accepted(tmp_path: Path) -> None:
+    text = BASE + RETENTION + 'steps = [{ after = "169 hours", template = "a" }]\n'
+    assert load_config(write(tmp_path, text)).loops[1].config["steps"][0]["after"] == "169 hours"
 
 
 def test_every_mistake_in_a_file_is_reported_in_line_order(tmp_path: Path) -> None:

@@ -3,16 +3,21 @@ step however often the loop runs, who gets none, quiet hours, the cap, segments.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from skene_pg.email.outbox import OutboxProvider
 from skene_pg.retention.schedules import run_due
 from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, jobs, set_now
+from tests.worker.conftest import drain
 
 
 def test_one_message_per_episode_and_step_with_three_workers_running_the_schedule(
@@ -112,12 +117,21 @@ def test_active_unsubscribed_suppressed_held_out_and_unreachable_get_none(
         ).fetchall()
     )
     assert recorded == dict.fromkeys(held, True)
-    # deterministic: the same customers are held out again next episode
-    assert all(
-        (buckets[c] < 50)
-        == conn.execute("SELECT skene.holdout_bucket(%s, 'dormant') < 50", (c,)).fetchone()[0]  # type: ignore[index]
-        for c in ids
-    )
+    # the bucket is md5 of "loop:customer", the same in any client
+    assert buckets == {
+        c: int(hashlib.md5(f"dormant:{c}".encode()).hexdigest()[:8], 16) % 100 for c in ids
+    }
+    # deterministic: back, dormant again, and the same customers are held out
+    for cid in ids:
+        conn.execute("SELECT skene.track(%s, 'login', '{}', %s)", (cid, T0 + days(1)))
+    set_now(conn, T0 + days(9))
+    conn.execute("SELECT skene.run_loop('dormant')")
+    again = conn.execute(
+        "SELECT customer_id FROM skene.loop_sends "
+        "WHERE held_out AND sent_at = %s AND customer_id = ANY(%s)",
+        (T0 + days(9), ids),
+    ).fetchall()
+    assert {c for (c,) in again} == held
 
 
 def test_quiet_hours_defer_in_the_customers_time_zone(catalogue: psycopg.Connection) -> None:
@@ -143,6 +157,41 @@ def test_quiet_hours_defer_in_the_customers_time_zone(catalogue: psycopg.Connect
         "berlin": "2026-01-20 07:00",  # 08:00 in Berlin
         "utc": "2026-01-20 08:00",
     }
+
+
+def test_a_retry_that_falls_into_quiet_hours_waits_for_them_to_end(
+    catalogue: psycopg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    """Quiet hours are checked again at send time: a message queued outside them whose
+    retry comes due inside them (Tokyo, 10:00-12:00 local) waits and is never dropped."""
+    conn = catalogue
+    quiet = {**DORMANT, "quiet_hours": {"start": "10:00", "end": "12:00"}}
+    add_loop(conn, "dormant", "retention", quiet)
+    customer(conn, "ada", T0 - days(8), timezone="Asia/Tokyo")  # 18:00 there: queued now
+    conn.execute("SELECT skene.run_loop('dormant')")
+    retry_due = T0 + timedelta(hours=16.5)  # 01:30 UTC next day, 10:30 in Tokyo
+    conn.execute("UPDATE skene.jobs SET run_at = %s", (retry_due,))
+    outbox = tmp_path / "outbox"
+    drain(
+        make_conninfo(db_url, options=f"-c skene.now={retry_due.isoformat()}"),
+        OutboxProvider(outbox),
+    )
+    state, error, run_at = conn.execute(
+        "SELECT state, last_error, run_at FROM skene.jobs"
+    ).fetchone()  # type: ignore[misc]
+    assert (state, error) == (
+        "available",
+        "quiet hours in the customer's time zone until 2026-01-21 03:00+0000",
+    )
+    assert T0 + timedelta(hours=18) <= run_at <= T0 + timedelta(hours=18.2)  # + jitter
+    assert not outbox.exists() or not list(outbox.iterdir())
+    # at 12:00 in Tokyo it goes out
+    drain(
+        make_conninfo(db_url, options=f"-c skene.now={(T0 + timedelta(hours=19)).isoformat()}"),
+        OutboxProvider(outbox),
+    )
+    assert conn.execute("SELECT state FROM skene.jobs").fetchone() == ("succeeded",)
+    assert len(list(outbox.iterdir())) == 1
 
 
 def test_the_cap_across_marketing_loops_waits_for_the_next_run(
@@ -212,3 +261,52 @@ def test_run_loop_names_an_unknown_loop(catalogue: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
         catalogue.execute("SELECT skene.run_loop('nope')")
     assert "no retention loop 'nope'" in str(err.value)
+
+
+def test_loops_running_at_once_share_the_frequency_cap(
+    catalogue: psycopg.Connection, at: Callable[[datetime], psycopg.Connection]
+) -> None:
+    """pg_cron starts each loop in its own session: the second run waits for the first
+    to commit, then sees its message and leaves the customer alone."""
+    conn = catalogue
+    add_loop(conn, "a", "retention", DORMANT)
+    add_loop(conn, "b", "retention", DORMANT)
+    customer(conn, "ada", T0 - days(8))
+    first, second = at(T0), at(T0)
+    first.execute("BEGIN")
+    first.execute("SELECT skene.run_loop('a')")
+    result: list[tuple] = []
+    other = threading.Thread(
+        target=lambda: result.append(
+            second.execute("SELECT state, queued FROM skene.run_loop('b')").fetchone()
+        )
+    )
+    other.start()
+    other.join(1.0)
+    assert other.is_alive()  # waiting for a's run
+    first.execute("COMMIT")
+    other.join(30)
+    assert result == [("succeeded", 0)]
+    assert conn.execute("SELECT loop_name FROM skene.jobs").fetchall() == [("a",)]
+
+
+def test_the_worker_role_runs_a_loop_whose_segment_names_app_tables(
+    catalogue: psycopg.Connection, at: Callable[[datetime], psycopg.Connection]
+) -> None:
+    """skene_worker runs the schedules pg_cron doesn't; the segment runs with the
+    loop's search_path, so the caller's session (or temp tables) can't change it."""
+    conn = catalogue
+    conn.execute("CREATE TABLE public.app_users (id text, company text)")
+    conn.execute("INSERT INTO public.app_users VALUES ('ada', 'Acme')")
+    segment = "SELECT id AS customer_id, company FROM app_users"
+    add_loop(conn, "seg", "retention", {**DORMANT, "segment": segment})
+    customer(conn, "ada", T0 - days(8))
+    customer(conn, "bob", T0 - days(8))
+    worker = at(T0)
+    worker.execute("SET ROLE skene_worker")
+    worker.execute("CREATE TEMP TABLE app_users AS SELECT 'bob'::text AS id, 'Evil' AS company")
+    worker.execute("SET search_path = pg_temp, public")
+    (run,) = run_due(worker, T0)
+    assert (run.state, run.error) == ("succeeded", None)
+    rows = conn.execute("SELECT customer_id, payload -> 'vars' FROM skene.jobs").fetchall()
+    assert rows == [("ada", {"company": "Acme"})]

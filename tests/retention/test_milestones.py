@@ -69,14 +69,53 @@ def test_the_usage_trigger_exists_only_for_features_with_a_milestone_loop(
     catalogue: psycopg.Connection,
 ) -> None:
     conn = catalogue
-    trigger = "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'usage_milestones'"
-    assert conn.execute(trigger).fetchone() is None
-    add_loop(conn, "calls", "milestone", {"thresholds": [1]}, feature="api_calls")
-    assert "ANY ('{api_calls}'::text[])" in conn.execute(trigger).fetchone()[0]  # type: ignore[index]
+    triggers = (
+        "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+        "WHERE tgrelid = 'skene.usage'::regclass AND tgname LIKE 'usage_milestones%' ORDER BY 1"
+    )
+    assert conn.execute(triggers).fetchall() == []
+    add_loop(conn, "calls", "milestone", {"thresholds": [100, 1]}, feature="api_calls")
+    found = conn.execute(triggers).fetchall()
+    assert [name for name, _ in found] == ["usage_milestones", "usage_milestones_insert"]
+    for _, definition in found:
+        assert "new.feature = 'api_calls'::text" in definition
+        assert "'{1,100}'::bigint[]" in definition  # sorted, for width_bucket
+        assert "monthly" not in definition
     conn.execute("SELECT skene.check_and_increment('bob', 'monthly')")  # not watched
     assert _reached(conn) == []
     conn.execute("UPDATE skene.loops SET enabled = false WHERE name = 'calls'")
-    assert conn.execute(trigger).fetchone() is None
+    assert conn.execute(triggers).fetchall() == []
+
+
+def test_changed_thresholds_apply_at_once_and_one_call_may_cross_several(
+    catalogue: psycopg.Connection,
+) -> None:
+    conn = catalogue
+    add_loop(conn, "calls", "milestone", {"thresholds": [100]}, feature="api_calls")
+    for _ in range(2):
+        conn.execute("SELECT skene.check_and_increment('ada', 'api_calls')")
+    conn.execute(
+        "UPDATE skene.loops SET config = jsonb_set(config, '{thresholds}', '[3, 50, 100]') "
+        "WHERE name = 'calls'"
+    )
+    conn.execute("SELECT skene.check_and_increment('ada', 'api_calls')")  # 3
+    assert _reached(conn) == [("calls", "ada", 3)]
+    conn.execute("SELECT skene.check_and_increment('ada', 'api_calls', 150)")  # 153
+    assert _reached(conn) == [("calls", "ada", 3), ("calls", "ada", 50), ("calls", "ada", 100)]
+
+
+def test_a_new_period_counts_from_zero_even_on_the_call_that_starts_it(
+    catalogue: psycopg.Connection,
+) -> None:
+    """5 used in January before the loop existed; February's first call of 4 crosses 3."""
+    conn = catalogue
+    conn.execute("SELECT skene.check_and_increment('ada', 'monthly', 5)")
+    add_loop(conn, "monthly", "milestone", {"thresholds": [3]}, feature="monthly")
+    conn.execute("SELECT skene.check_and_increment('ada', 'monthly')")  # 6: nothing crossed
+    assert _reached(conn) == []
+    conn.execute("SELECT set_config('skene.now', '2026-02-03T00:00:00Z', false)")
+    conn.execute("SELECT skene.check_and_increment('ada', 'monthly', 4)")
+    assert _reached(conn) == [("monthly", "ada", 3)]
 
 
 def test_event_milestones_once_per_threshold_under_concurrent_tracking(

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import psycopg
 
+from skene_pg import queue as q
+from skene_pg.email.handler import skip_reason
 from skene_pg.retention.report import lift, retention_rows
 from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, set_now
 
@@ -49,7 +51,9 @@ def test_reactivation_and_lift_on_a_constructed_population(
         Decimal(held_back) / len(held), 4
     )
     assert lift(retention_rows(conn, 7)) == {"dormant": expected}
-    # a wider window counts the late ones too
+    # a wider window counts the late ones too, once it has closed
+    assert retention_rows(conn, 14)[0][2:] == (0, 0, None, len(emailed))  # all still open
+    set_now(conn, T0 + days(14))
     assert retention_rows(conn, 14)[0][3] == emailed_back + len(back_late)
     # back customers no longer wait; the rest still do
     waiting = {
@@ -76,3 +80,45 @@ def test_a_message_waiting_in_quiet_hours_is_skipped_when_the_customer_comes_bac
         "skipped",
         "the customer was active again at 2026-01-20 10:12:00+00",
     )
+
+
+def test_a_comeback_within_the_window_of_a_later_step_counts(
+    catalogue: psycopg.Connection,
+) -> None:
+    """Step 0 on day 0, step 1 on day 6, back on day 9: 9 days after the first
+    message but 3 after the second."""
+    conn = catalogue
+    add_loop(conn, "dormant", "retention", DORMANT)
+    customer(conn, "ada", T0 - days(8))
+    conn.execute("SELECT skene.run_loop('dormant')")
+    set_now(conn, T0 + days(6))
+    conn.execute("SELECT skene.run_loop('dormant')")
+    set_now(conn, T0 + days(9))
+    conn.execute("SELECT skene.track('ada', 'login')")
+    assert retention_rows(conn, 7) == [("dormant", "emailed", 0, 0, None, 1)]  # open
+    set_now(conn, T0 + days(13))
+    assert retention_rows(conn, 7) == [("dormant", "emailed", 1, 1, Decimal(1), 0)]
+
+
+def test_activity_that_raced_the_run_skips_the_message_at_send_time(
+    catalogue: psycopg.Connection,
+) -> None:
+    """A customer active while the run scanned is queued anyway (the run's snapshot);
+    the worker's check at send time sees the activity and skips the message."""
+    conn = catalogue
+    add_loop(conn, "dormant", "retention", DORMANT)
+    customer(conn, "ada", T0 - days(8))
+    conn.execute("SELECT skene.run_loop('dormant')")
+    # what such a race leaves: newer activity, the job still waiting
+    conn.execute(
+        "UPDATE skene.customers SET last_activity_at = %s WHERE customer_id = 'ada'",
+        (T0 + days(0.5),),
+    )
+    (job_id, payload) = conn.execute("SELECT id, payload FROM skene.jobs").fetchone()  # type: ignore[misc]
+    context = q.email_contexts(conn, [job_id])[job_id]
+    assert skip_reason(context, payload, "ada") == (
+        "the customer was active again at 2026-01-20 21:00:00+0000"
+    )
+    # activity before the episode started is no reason
+    context["last_activity_at"] = T0 - days(8)
+    assert skip_reason(context, payload, "ada") is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
 import pytest
 
@@ -27,6 +29,46 @@ def test_track_registers_and_keeps_the_latest_activity(catalogue: psycopg.Connec
     assert _last(conn, "ada") == T0 + days(1)
     # no milestone counts this event: nothing kept per event
     assert conn.execute("SELECT count(*) FROM skene.event_counts").fetchone() == (0,)
+
+
+def test_activity_within_the_resolution_only_reads_the_row(
+    catalogue: psycopg.Connection,
+) -> None:
+    """Events of one session cost a lookup each; the stored time lags by < 1 minute."""
+    conn = catalogue
+
+    def row_versions() -> int:
+        # xmin changes with every write of the row, and only then
+        return int(
+            conn.execute(
+                "SELECT xmin::text::bigint FROM skene.customers WHERE customer_id = 'ada'"
+            ).fetchone()[0]
+        )
+
+    conn.execute("SELECT skene.track('ada', 'login', '{}', %s)", (T0,))
+    written = row_versions()
+    conn.execute("SELECT skene.track('ada', 'click', '{}', %s)", (T0 + timedelta(seconds=59),))
+    assert (_last(conn, "ada"), row_versions()) == (T0, written)
+    conn.execute("SELECT skene.track('ada', 'click', '{}', %s)", (T0 + timedelta(seconds=61),))
+    assert _last(conn, "ada") == T0 + timedelta(seconds=61)
+    assert row_versions() != written
+    assert conn.execute("SELECT skene.activity_resolution()").fetchone() == (timedelta(minutes=1),)
+
+
+def test_a_comeback_within_the_resolution_is_still_noted(catalogue: psycopg.Connection) -> None:
+    """A customer a retention loop waits for is written on every activity."""
+    conn = catalogue
+    conn.execute("SELECT skene.track('ada', 'login', '{}', %s)", (T0 - days(8),))
+    conn.execute(
+        "UPDATE skene.customers SET last_activity_at = %s, awaiting_reactivation = true "
+        "WHERE customer_id = 'ada'",
+        (T0 - timedelta(seconds=30),),
+    )
+    conn.execute("SELECT skene.track('ada', 'login')")
+    assert conn.execute(
+        "SELECT last_activity_at, awaiting_reactivation FROM skene.customers "
+        "WHERE customer_id = 'ada'"
+    ).fetchone() == (T0, False)
 
 
 @pytest.mark.parametrize(
