@@ -199,7 +199,8 @@ def dormant_scan(conn: psycopg.Connection, customers: int) -> dict[str, float | 
     ).fetchone()
     started = time.perf_counter()
     again = conn.execute(
-        "SELECT queued FROM skene.run_loop('dormant', now() + interval '1 minute')"
+        "SELECT queued FROM skene.run_loop('dormant', "
+        "date_trunc('minute', now()) - interval '1 minute')"
     )
     again_row = again.fetchone()
     rerun = time.perf_counter() - started
@@ -302,7 +303,7 @@ def main() -> None:
             f"dormant scan: {scan['customers']:,} customers, {scan['dormant']:,} dormant -> "
             f"{scan['queued']:,} queued + {scan['held_out']:,} held out in {scan['seconds']} s "
             f"(target < {SCAN_TARGET} s: {verdict}); wrongly reached: {scan['wrongly_reached']}; "
-            f"next slot re-run queued {scan['rerun_queued']} in {scan['rerun_seconds']} s"
+            f"another slot's re-run queued {scan['rerun_queued']} in {scan['rerun_seconds']} s"
         )
         print(
             json.dumps(

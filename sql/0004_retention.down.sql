@@ -7,7 +7,10 @@
 -- skene:<db>:<loop>) are out of reach here: unschedule them there.
 DO $$
 BEGIN
-    IF pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
+    -- to_regclass itself fails without USAGE on the schema
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = 'cron')
+       AND pg_catalog.has_schema_privilege('cron', 'USAGE')
+       AND pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
         PERFORM cron.unschedule(j.jobid) FROM cron.job j
          WHERE j.jobname LIKE 'skene:%' AND j.database = pg_catalog.current_database();
     END IF;
@@ -20,6 +23,7 @@ DROP FUNCTION IF EXISTS skene.queue_retention(text, jsonb, timestamptz, bigint);
 DROP FUNCTION IF EXISTS skene.holdout_bucket(text, text);
 DROP FUNCTION IF EXISTS skene.retention_send_after(bigint[]);
 DROP FUNCTION IF EXISTS skene.quiet_hours(jsonb);
+DROP FUNCTION IF EXISTS skene.retention_turn();
 DROP FUNCTION IF EXISTS skene.quiet_until(timestamptz, text, time, time);
 DROP FUNCTION IF EXISTS skene.unwatch_activity(regclass);
 DROP FUNCTION IF EXISTS skene.watch_activity(regclass, text, text);

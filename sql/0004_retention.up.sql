@@ -183,8 +183,8 @@ BEGIN
     LOOP
         SELECT t.oid INTO v_oid FROM pg_catalog.pg_trigger t
          WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = v_trigger.name;
-        CONTINUE WHEN v_oid IS NOT NULL AND pg_catalog.obj_description(v_oid, 'pg_trigger')
-                                            IS NOT DISTINCT FROM v_trigger.condition;
+        CONTINUE WHEN v_oid IS NOT NULL AND v_trigger.condition IS NOT NULL
+                  AND pg_catalog.obj_description(v_oid, 'pg_trigger') = v_trigger.condition;
         IF v_oid IS NOT NULL THEN
             EXECUTE format('DROP TRIGGER %I ON skene.usage', v_trigger.name);
         END IF;
@@ -435,6 +435,15 @@ AS $$
 $$;
 COMMENT ON FUNCTION skene.holdout_bucket(text, text) IS 'Deterministic 0-99 bucket of a customer in a loop (md5), for the holdout';
 
+-- Runs of retention loops take turns (a transaction-level advisory lock), so the
+-- frequency cap sees what another loop's run queued in the same minute. The callers
+-- that set a statement_timeout for the segment (pg_cron's command, the worker) take
+-- their turn in a statement of its own first: waiting must not use up the timeout.
+CREATE FUNCTION skene.retention_turn() RETURNS void
+LANGUAGE sql VOLATILE
+AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('skene.retention_turn')) $$;
+COMMENT ON FUNCTION skene.retention_turn() IS 'Wait for the turn to run a retention loop, until the transaction ends';
+
 -- SECURITY DEFINER: a loop runs with the rights of the schema's owner (who applied
 -- the config) whether pg_cron, the worker's role or a person starts it; its segment
 -- runs with the loop's segment_search_path.
@@ -451,6 +460,11 @@ DECLARE
     v_counts  record;
     v_known   text;
 BEGIN
+    IF v_slot > v_now THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('skene: slot %s of loop %s is in the future', v_slot, name),
+            HINT = 'Omit the slot to run the loop for this minute.';
+    END IF;
     SELECT l.name, l.type, l.config, l.enabled INTO v_loop FROM skene.loops l WHERE l.name = name;
     IF NOT FOUND OR v_loop.type <> 'retention' THEN
         SELECT string_agg(l.name, ', ' ORDER BY l.name) INTO v_known
@@ -525,10 +539,10 @@ BEGIN
     ELSE
         CREATE TEMP TABLE IF NOT EXISTS skene_segment (customer_id text) ON COMMIT DROP;
     END IF;
-    -- One run at a time across all loops, from here to commit: the frequency cap below
-    -- then sees the messages other loops' runs queued (pg_cron starts each loop in its
-    -- own session, often in the same minute). Runs are daily, so this costs nothing.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('skene.queue_retention'));
+    -- One run at a time across all loops, from here to commit (skene.retention_turn;
+    -- a no-op when the caller took its turn already): the frequency cap below then
+    -- sees the messages other loops' runs queued.
+    PERFORM skene.retention_turn();
 
     CREATE TEMP TABLE skene_due ON COMMIT DROP AS
     WITH steps AS (
@@ -613,14 +627,24 @@ RETURNS TABLE (loop_name text, arm text, measured bigint, reactivated bigint, ra
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     -- One unit per loop, customer and episode, reactivated if the customer came back
-    -- within the window after any of its messages (or their held-out twins). Only
-    -- episodes whose window has closed are measured: counting the open ones would
-    -- count their early successes and none of their failures. The rest are `open`.
-    WITH episodes AS (
+    -- within the window after any of its messages (or their held-out twins). An
+    -- episode is measured once its whole sequence could have run: its first message,
+    -- plus the time to the loop's last step, plus the window. That moment does not
+    -- depend on the outcome (a customer who comes back gets no later steps), so
+    -- successes are not counted sooner than failures. The rest are `open`.
+    WITH spans AS (
+        SELECT l.name AS loop_name,
+               coalesce((SELECT max((st ->> 'after')::interval)
+                           FROM jsonb_array_elements(l.config -> 'steps') st)
+                        - (l.config ->> 'dormant_after')::interval, interval '0')
+                 + make_interval(days => $1) AS span
+          FROM skene.loops l WHERE l.type = 'retention'
+    ), episodes AS (
         SELECT s.loop_name, s.customer_id, s.episode_start, bool_or(s.held_out) AS held_out,
                bool_or(s.reactivated_at <= s.sent_at + make_interval(days => $1)) AS back,
-               max(s.sent_at) + make_interval(days => $1) <= skene.now() AS closed
-          FROM skene.loop_sends s
+               min(s.sent_at) + coalesce(min(p.span), make_interval(days => $1))
+                 <= skene.now() AS closed
+          FROM skene.loop_sends s LEFT JOIN spans p ON p.loop_name = s.loop_name
          GROUP BY s.loop_name, s.customer_id, s.episode_start
     )
     SELECT e.loop_name, CASE WHEN e.held_out THEN 'holdout' ELSE 'emailed' END,
@@ -632,7 +656,7 @@ AS $$
       FROM episodes e
      GROUP BY 1, 2 ORDER BY 1, 2
 $$;
-COMMENT ON FUNCTION skene.retention_report(integer) IS 'Reactivation within N days of a message per retention loop, emailed vs holdout, over episodes whose window has closed';
+COMMENT ON FUNCTION skene.retention_report(integer) IS 'Reactivation within N days of a message per retention loop, emailed vs holdout, over episodes whose sequence and window have passed';
 
 -- ---------------------------------------------------------------------------------
 -- Privileges
@@ -651,6 +675,7 @@ REVOKE EXECUTE ON FUNCTION
     skene.unwatch_activity(regclass),
     skene.quiet_until(timestamptz, text, time, time),
     skene.quiet_hours(jsonb),
+    skene.retention_turn(),
     skene.retention_send_after(bigint[]),
     skene.holdout_bucket(text, text),
     skene.run_loop(text, timestamptz),
@@ -663,6 +688,7 @@ GRANT EXECUTE ON FUNCTION skene.track(text, text, jsonb, timestamptz) TO skene_a
 GRANT EXECUTE ON FUNCTION skene.retention_report(integer) TO skene_worker;
 -- the worker runs the schedules pg_cron does not (skene-pg listen)
 GRANT EXECUTE ON FUNCTION skene.run_loop(text, timestamptz) TO skene_worker;
-GRANT EXECUTE ON FUNCTION skene.retention_send_after(bigint[]) TO skene_worker;
+GRANT EXECUTE ON FUNCTION skene.retention_send_after(bigint[]), skene.retention_turn()
+  TO skene_worker;
 GRANT SELECT ON skene.event_counts, skene.loop_runs, skene.loop_sends, skene.milestones_reached
   TO skene_worker;

@@ -123,7 +123,8 @@ def skip_reason(
         context.get("loop_type") == "retention"
         and last_activity
         and episode_start
-        and last_activity > datetime.fromisoformat(episode_start)
+        # the payload keeps whole seconds: the episode's own start is no comeback
+        and last_activity.replace(microsecond=0) > datetime.fromisoformat(episode_start)
     ):
         return f"the customer was active again at {last_activity:%Y-%m-%d %H:%M:%S%z}"
     return None

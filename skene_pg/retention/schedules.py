@@ -41,9 +41,12 @@ def job_name(loop: str, app_database: str, cron_database: str) -> str:
 
 
 def command(loop: str, segment_timeout: str | None) -> str:
-    """What the job runs: the segment timeout bounds the run (run_loop catches it and
-    records the run as failed), then the loop for this minute's slot."""
+    """What the job runs, in one transaction: its turn among retention runs (untimed),
+    then the segment timeout, which bounds the run (run_loop catches it and records
+    the run as failed), then the loop for this minute's slot. PostgreSQL times each
+    statement of the command on its own."""
     return (
+        "SELECT skene.retention_turn(); "
         f"SET LOCAL statement_timeout = {timeout_ms(segment_timeout)}; "
         f"SELECT skene.run_loop({_literal(loop)})"
     )
@@ -222,6 +225,7 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
         if done:
             continue
         with conn.transaction():
+            conn.execute("SELECT skene.retention_turn()")  # waiting is not the run's time
             conn.execute(
                 sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms(timeout)))
             )

@@ -77,7 +77,8 @@ def test_apply_creates_updates_and_removes_pg_cron_jobs(
         (
             name,
             "0 9 * * *",
-            "SET LOCAL statement_timeout = 60000; SELECT skene.run_loop('dormant_users')",
+            "SELECT skene.retention_turn(); SET LOCAL statement_timeout = 60000; "
+            "SELECT skene.run_loop('dormant_users')",
         )
     ]
     assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [(name,)]

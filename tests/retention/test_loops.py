@@ -58,7 +58,11 @@ def test_one_message_per_episode_and_step_with_three_workers_running_the_schedul
     ).fetchone()
     assert runs == (32, 32)
     # the same slot again, by hand: nothing new
+    set_now(conn, T0 + days(31))
     conn.execute("SELECT skene.run_loop('dormant', %s)", (T0 + days(31),))
+    # a slot still to come is not the worker's (or anyone's) to take
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="is in the future"):
+        conn.execute("SELECT skene.run_loop('dormant', %s)", (T0 + days(32),))
     assert len(jobs(conn, "dormant")) == 7
 
 
@@ -310,3 +314,23 @@ def test_the_worker_role_runs_a_loop_whose_segment_names_app_tables(
     assert (run.state, run.error) == ("succeeded", None)
     rows = conn.execute("SELECT customer_id, payload -> 'vars' FROM skene.jobs").fetchall()
     assert rows == [("ada", {"company": "Acme"})]
+
+
+def test_waiting_for_its_turn_does_not_use_up_a_runs_segment_timeout(
+    catalogue: psycopg.Connection, at: Callable[[datetime], psycopg.Connection]
+) -> None:
+    """Another loop's run holds the turn for 2 s; this loop's segment_timeout is 1 s."""
+    conn = catalogue
+    add_loop(conn, "dormant", "retention", {**DORMANT, "segment_timeout": "1 seconds"})
+    customer(conn, "ada", T0 - days(8))
+    busy, worker = at(T0), at(T0)
+    busy.execute("BEGIN")
+    busy.execute("SELECT skene.retention_turn()")
+    runs: list = []
+    waiting = threading.Thread(target=lambda: runs.extend(run_due(worker, T0)))
+    waiting.start()
+    waiting.join(2.0)
+    assert waiting.is_alive()
+    busy.execute("COMMIT")
+    waiting.join(30)
+    assert [(r.state, r.error, r.queued) for r in runs] == [("succeeded", None, 1)]

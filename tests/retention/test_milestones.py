@@ -83,6 +83,13 @@ def test_the_usage_trigger_exists_only_for_features_with_a_milestone_loop(
         assert "monthly" not in definition
     conn.execute("SELECT skene.check_and_increment('bob', 'monthly')")  # not watched
     assert _reached(conn) == []
+    # a change that keeps features and thresholds leaves the triggers alone
+    oids = "SELECT oid FROM pg_trigger WHERE tgname LIKE 'usage_milestones%' ORDER BY 1"
+    before = conn.execute(oids).fetchall()
+    conn.execute('UPDATE skene.loops SET config = config || \'{"template": "x"}\'')
+    assert conn.execute(oids).fetchall() == before
+    # gone with the last loop, also when its marker comment was lost (a restore)
+    conn.execute("COMMENT ON TRIGGER usage_milestones ON skene.usage IS NULL")
     conn.execute("UPDATE skene.loops SET enabled = false WHERE name = 'calls'")
     assert conn.execute(triggers).fetchall() == []
 

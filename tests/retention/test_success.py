@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from skene_pg import queue as q
 from skene_pg.email.handler import skip_reason
+from skene_pg.email.outbox import OutboxProvider
 from skene_pg.retention.report import lift, retention_rows
 from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, set_now
+from tests.worker.conftest import drain
 
 
 def test_reactivation_and_lift_on_a_constructed_population(
     catalogue: psycopg.Connection,
 ) -> None:
     conn = catalogue
-    add_loop(conn, "dormant", "retention", {**DORMANT, "holdout_percent": 30})
+    # one message per episode: each is measured `window` days after it
+    add_loop(conn, "dormant", "retention", {**DORMANT, "holdout_percent": 30, "steps": []})
     ids = [f"c{i:03}" for i in range(200)]
     for cid in ids:
         customer(conn, cid, T0 - days(8))
@@ -82,22 +88,51 @@ def test_a_message_waiting_in_quiet_hours_is_skipped_when_the_customer_comes_bac
     )
 
 
-def test_a_comeback_within_the_window_of_a_later_step_counts(
+def test_a_sequence_is_measured_when_it_could_have_run_and_later_steps_count(
     catalogue: psycopg.Connection,
 ) -> None:
-    """Step 0 on day 0, step 1 on day 6, back on day 9: 9 days after the first
-    message but 3 after the second."""
+    """Steps at 7, 14 and 30 days of dormancy. ada: step 0 on day 0, step 1 on day 6,
+    back on day 9 (3 days after her second message: reactivated). bob never comes back
+    and gets step 2 on day 22. Both are measured from day 30 (day 0 + 23 days of steps
+    + the 7-day window), not ada first because she got fewer messages."""
     conn = catalogue
     add_loop(conn, "dormant", "retention", DORMANT)
     customer(conn, "ada", T0 - days(8))
+    customer(conn, "bob", T0 - days(8))
+    for day in (0, 6, 9, 13, 22, 29, 30):
+        set_now(conn, T0 + days(day))
+        if day == 9:
+            conn.execute("SELECT skene.track('ada', 'login')")
+        conn.execute("SELECT skene.run_loop('dormant')")
+        open_episodes = 2 if day < 22 else 3  # day 22: ada dormant again, a new episode
+        if day < 30:
+            assert retention_rows(conn, 7) == [("dormant", "emailed", 0, 0, None, open_episodes)], (
+                day
+            )
+    assert retention_rows(conn, 7) == [("dormant", "emailed", 2, 1, Decimal("0.5"), 1)]
+    assert conn.execute(
+        "SELECT customer_id, episode_start > %s, count(*) FROM skene.loop_sends "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        (T0,),
+    ).fetchall() == [("ada", False, 2), ("ada", True, 2), ("bob", False, 3)]
+
+
+def test_a_message_goes_out_although_activity_has_finer_precision_than_its_payload(
+    catalogue: psycopg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    """The payload's episode_start keeps whole seconds; the episode's own start
+    (with microseconds) is not activity after it."""
+    conn = catalogue
+    add_loop(conn, "dormant", "retention", DORMANT)
+    customer(conn, "ada", T0 - days(8) + timedelta(microseconds=123456))
     conn.execute("SELECT skene.run_loop('dormant')")
-    set_now(conn, T0 + days(6))
-    conn.execute("SELECT skene.run_loop('dormant')")
-    set_now(conn, T0 + days(9))
-    conn.execute("SELECT skene.track('ada', 'login')")
-    assert retention_rows(conn, 7) == [("dormant", "emailed", 0, 0, None, 1)]  # open
-    set_now(conn, T0 + days(13))
-    assert retention_rows(conn, 7) == [("dormant", "emailed", 1, 1, Decimal(1), 0)]
+    outbox = tmp_path / "outbox"
+    drain(make_conninfo(db_url, options=f"-c skene.now={T0.isoformat()}"), OutboxProvider(outbox))
+    assert conn.execute("SELECT state, last_error FROM skene.jobs").fetchone() == (
+        "succeeded",
+        None,
+    )
+    assert len(list(outbox.iterdir())) == 1
 
 
 def test_activity_that_raced_the_run_skips_the_message_at_send_time(
