@@ -10,6 +10,7 @@ DROP TRIGGER IF EXISTS plan_changes_conversion ON skene.plan_changes;
 DROP FUNCTION IF EXISTS skene.record_meter_report(text, text, timestamptz, bigint);
 DROP FUNCTION IF EXISTS skene.pin_meter_reports(bigint[]);
 DROP FUNCTION IF EXISTS skene.rebuild_meter_trigger();
+DROP FUNCTION IF EXISTS skene.sync_usage_trigger(text, text, text, regproc);
 DROP FUNCTION IF EXISTS skene.count_metered_usage();
 DROP VIEW IF EXISTS skene.funnel;
 DROP FUNCTION IF EXISTS skene.record_conversion();

@@ -351,29 +351,50 @@ END
 $$;
 COMMENT ON FUNCTION skene.count_metered_usage() IS 'Trigger on skene.usage (metered features only): add the counted units to the hour''s bucket';
 
+-- Keep one row trigger on skene.usage, the gate's hottest table, to a WHEN condition
+-- (NULL: no trigger). The trigger's comment holds its condition, so an unchanged one
+-- is left alone: DROP TRIGGER would wait for, and block, every gate call. Used for
+-- metered features here and for milestones (0004).
+CREATE FUNCTION skene.sync_usage_trigger(name text, events text, condition text,
+                                         function regproc)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    v_oid oid;
+BEGIN
+    SELECT t.oid INTO v_oid FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = name;
+    IF v_oid IS NOT NULL AND condition IS NOT NULL
+       AND pg_catalog.obj_description(v_oid, 'pg_trigger') = condition THEN
+        RETURN;
+    END IF;
+    IF v_oid IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER %I ON skene.usage', name);
+    END IF;
+    IF condition IS NOT NULL THEN
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON skene.usage FOR EACH ROW WHEN (%s) '
+                       'EXECUTE FUNCTION %s()', name, events, condition, function);
+        EXECUTE format('COMMENT ON TRIGGER %I ON skene.usage IS %L', name, condition);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION skene.sync_usage_trigger(text, text, text, regproc) IS 'Create, replace or drop a conditional row trigger on skene.usage, only when its condition changed; internal';
+
 -- Only metered features pay for the bucket: the trigger on skene.usage names them in
 -- its WHEN clause, and is rebuilt whenever the set of metered features changes.
 CREATE FUNCTION skene.rebuild_meter_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_list text;
-    v_have text;
 BEGIN
-    SELECT string_agg(quote_literal(f.feature), ', ' ORDER BY f.feature) INTO v_list
-      FROM skene.features f WHERE f.meter IS NOT NULL;
-    SELECT obj_description(t.oid, 'pg_trigger') INTO v_have FROM pg_catalog.pg_trigger t
-     WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = 'usage_metered';
-    IF v_have IS NOT DISTINCT FROM ('metered: ' || v_list) THEN
-        RETURN NULL;
-    END IF;
-    DROP TRIGGER IF EXISTS usage_metered ON skene.usage;
-    IF v_list IS NOT NULL THEN
-        EXECUTE format('CREATE TRIGGER usage_metered AFTER UPDATE OF used ON skene.usage '
-                       'FOR EACH ROW WHEN (NEW.feature IN (%s)) '
-                       'EXECUTE FUNCTION skene.count_metered_usage()', v_list);
-        EXECUTE format('COMMENT ON TRIGGER usage_metered ON skene.usage IS %L', 'metered: ' || v_list);
-    END IF;
+    PERFORM skene.sync_usage_trigger(
+        'usage_metered', 'UPDATE OF used',
+        (SELECT format('new.feature IN (%s)',
+                       string_agg(quote_literal(f.feature), ', ' ORDER BY f.feature))
+           FROM skene.features f WHERE f.meter IS NOT NULL
+         HAVING count(*) > 0),
+        'skene.count_metered_usage');
     RETURN NULL;
 END
 $$;
@@ -468,6 +489,7 @@ REVOKE EXECUTE ON FUNCTION
     skene.record_conversion(),
     skene.count_metered_usage(),
     skene.rebuild_meter_trigger(),
+    skene.sync_usage_trigger(text, text, text, regproc),
     skene.pin_meter_reports(bigint[]),
     skene.record_meter_report(text, text, timestamptz, bigint)
   FROM PUBLIC;

@@ -161,8 +161,6 @@ AS $$
 DECLARE
     v_on_insert text;
     v_on_update text;
-    v_trigger   record;
-    v_oid       oid;
 BEGIN
     SELECT string_agg(format('(new.feature = %L AND width_bucket(new.used, %L::bigint[]) > 0)',
                              f.feature, f.thresholds), ' OR ' ORDER BY f.feature),
@@ -175,26 +173,10 @@ BEGIN
               FROM skene.loops l CROSS JOIN jsonb_array_elements_text(l.config -> 'thresholds') t
              WHERE l.type = 'milestone' AND l.enabled AND l.feature IS NOT NULL
              GROUP BY l.feature) f;
-    -- Each trigger's comment holds its condition: unchanged loops leave the table alone
-    -- (DROP TRIGGER would wait for, and block, every gate call).
-    FOR v_trigger IN SELECT * FROM (VALUES
-            ('usage_milestones_insert', 'INSERT', v_on_insert),
-            ('usage_milestones', 'UPDATE OF used', v_on_update)) AS t(name, events, condition)
-    LOOP
-        SELECT t.oid INTO v_oid FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid = 'skene.usage'::regclass AND t.tgname = v_trigger.name;
-        CONTINUE WHEN v_oid IS NOT NULL AND v_trigger.condition IS NOT NULL
-                  AND pg_catalog.obj_description(v_oid, 'pg_trigger') = v_trigger.condition;
-        IF v_oid IS NOT NULL THEN
-            EXECUTE format('DROP TRIGGER %I ON skene.usage', v_trigger.name);
-        END IF;
-        CONTINUE WHEN v_trigger.condition IS NULL;
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON skene.usage FOR EACH ROW WHEN (%s) '
-                       'EXECUTE FUNCTION skene.usage_milestones()',
-                       v_trigger.name, v_trigger.events, v_trigger.condition);
-        EXECUTE format('COMMENT ON TRIGGER %I ON skene.usage IS %L',
-                       v_trigger.name, v_trigger.condition);
-    END LOOP;
+    PERFORM skene.sync_usage_trigger('usage_milestones_insert', 'INSERT', v_on_insert,
+                                     'skene.usage_milestones');
+    PERFORM skene.sync_usage_trigger('usage_milestones', 'UPDATE OF used', v_on_update,
+                                     'skene.usage_milestones');
     RETURN NULL;
 END
 $$;

@@ -138,7 +138,7 @@ def report_command(database_url: str | None, as_json: bool) -> None:
             click.echo(q.to_json(out))
             return
         click.secho("Freemium: upgrade prompts and conversions", bold=True)
-        _print_funnel(rows)
+        print_funnel(rows)
         if retention is not None:
             retention.print_sections(conn)
 
@@ -151,7 +151,8 @@ def _retention_report() -> Any:
     return report
 
 
-def _print_funnel(rows: list[dict[str, Any]]) -> None:
+def print_funnel(rows: list[dict[str, Any]]) -> None:
+    """skene.funnel as `skene-pg report` prints it (the demo prints it too)."""
     if not rows:
         click.echo("no freemium loops (add one to skene.toml and run skene-pg apply)")
         return

@@ -19,6 +19,7 @@ import click
 
 from skene_pg import db
 from skene_pg.billing import queries
+from skene_pg.billing.cli import print_funnel
 from skene_pg.billing.stripe_jobs import StripeSyncHandler, make_client
 from skene_pg.billing.webhooks import WebhookServer, WebhookSettings, make_app
 from skene_pg.tables import format_table
@@ -151,18 +152,4 @@ def show_billing(url: str) -> None:
 
         click.secho("14. skene-pg report (skene.funnel)", bold=True)
         rows = queries.funnel(conn)
-    click.echo(
-        format_table(
-            ["loop", "limit hits", "prompts sent", "conversions", "rate"],
-            [
-                (
-                    r["loop_name"],
-                    r["limit_hits"],
-                    r["prompts_sent"],
-                    r["conversions"],
-                    "-" if r["conversion_rate"] is None else f"{float(r['conversion_rate']):.0%}",
-                )
-                for r in rows
-            ],
-        )
-    )
+    print_funnel(rows)
