@@ -53,7 +53,7 @@ END_MARK = "<!-- bench:results:end -->"
 
 DBNAME = "skene_bench"
 ROLE = "skene_bench"  # what pgbench logs in as: an application role granted skene_app
-TARGET = 0.85  # DESIGN.md §9: the gate's throughput over the bare UPDATE's, at least
+TARGET = 0.85  # the project's goal: the gate's throughput over the bare UPDATE's, at least
 FREE_LIMIT = 10**12  # high enough never to block: we measure the counting path
 FLAT_TOLERANCE = 0.10  # heavy vs new CPU per call this close counts as flat (noise)
 NAIVE_HEAVY_TRANSACTIONS = 3  # each counts all the heavy customer's events: seconds apiece
@@ -339,7 +339,7 @@ def load_catalogue(conn: psycopg.Connection) -> None:
                 created_at  timestamptz NOT NULL
             )"""
         )
-        # The contract's shape with no logic: what any gate written as DESIGN.md §3
+        # The contract's shape with no logic: what any gate written in the contract's form
         # asks (PL/pgSQL, owner's rights, search_path pinned, a skene.decision back)
         # costs around the bare UPDATE. It separates the price of that shape from the
         # price of skene's own logic.
@@ -782,7 +782,7 @@ def report(
     )
     durable = lowest.get("durable", float("nan"))
     parts.append(
-        f"Goal (DESIGN.md §9): ratio ≥ {TARGET} at 1 and 8 clients, durable commits. Lowest "
+        f"Goal: ratio ≥ {TARGET} at 1 and 8 clients, durable commits. Lowest "
         f"durable ratio of the gate: **{durable:.2f}**, which "
         + ("meets it." if durable >= TARGET else "**misses it**.")
         + " The synchronous_commit=off rows show the CPU cost with no commit flush to hide "
@@ -790,7 +790,7 @@ def report(
         f"{lowest.get('sync_off', float('nan')):.2f}). *Contract shape only* is a "
         "SECURITY DEFINER PL/pgSQL function with search_path pinned, returning a "
         "skene.decision, around the bare UPDATE and nothing else: the price of the form "
-        "DESIGN.md §3 prescribes, before any of skene's logic."
+        "the contract prescribes, before any of skene's logic."
     )
 
     cpu_rows: list[Sequence[str]] = []

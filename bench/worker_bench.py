@@ -1,10 +1,10 @@
-"""Worker benchmark (DESIGN.md §9): emails/s drained by one worker to a loopback fake
+"""Worker benchmark: emails/s drained by one worker to a loopback fake
 Resend API with the client-side rate limit off (goal >= 500/s, no duplicate, no loss),
 and the latency from a blocking `check_and_increment` to the email request arriving
 (goal p50 < 100 ms: NOTIFY-driven, not poll-driven).
 
 The fake Resend runs in its own process (tests/worker/fake_resend.py), so it does not
-share the worker's interpreter lock; the worker is the real one (skene_pg.worker) with
+share the worker's interpreter lock; the worker is the real one (skene_pg.jobs.worker) with
 the real `resend` SDK.
 
     python -m bench.worker_bench              # its own durable cluster under /tmp
@@ -38,7 +38,7 @@ from skene_pg.devdb import DevCluster
 from skene_pg.email.handler import EmailHandler, EmailSettings
 from skene_pg.email.resend import ResendProvider
 from skene_pg.email.templates import TemplateRenderer
-from skene_pg.worker import Worker, WorkerSettings
+from skene_pg.jobs.worker import Worker, WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DBNAME = "skene_worker_bench"

@@ -1,4 +1,4 @@
-"""`skene-pg demo`: the freemium loop end to end on a throwaway local database.
+"""`skene-pg demo`: the growth loops end to end on a throwaway local database.
 
 Starts the local cluster, creates a fresh `skene_demo` database, migrates it, applies
 examples/skene.toml, plays a free customer calling the API until blocked, and runs the
@@ -16,8 +16,8 @@ import psycopg
 from psycopg import sql
 
 from skene_pg import db, devdb, migrations
+from skene_pg.cli.output import format_table
 from skene_pg.resources import resource_dir
-from skene_pg.tables import format_table
 
 DEMO_DB = "skene_demo"
 CUSTOMER = "cus_demo_free"
@@ -65,24 +65,9 @@ def show_email(path: Path) -> None:
     click.echo("   " + "\n   ".join(text.strip().splitlines()))
 
 
-@click.command("demo")
-@click.option("--dir", "directory", type=click.Path(), help="Local cluster folder.")
-@click.option(
-    "--outbox",
-    default="outbox",
-    show_default=True,
-    type=click.Path(),
-    help="Folder the demo's emails are written to.",
-)
-def demo_command(directory: str | None, outbox: str) -> None:
-    """Run the freemium loop end to end on a throwaway local PostgreSQL.
-
-    \b
-    Example:
-      skene-pg demo      # or: make demo
-    """
-    from skene_pg.apply import apply_config
-    from skene_pg.config import load_config
+def run_demo(directory: str | None, outbox: str) -> None:
+    """Every step of `skene-pg demo`, printed as it goes."""
+    from skene_pg.config import apply_config, load_config
     from skene_pg.email.handler import drain_to_outbox
 
     cluster = devdb.DevCluster(Path(directory) if directory else devdb.default_directory())
@@ -109,7 +94,10 @@ def demo_command(directory: str | None, outbox: str) -> None:
         blocked = sum(1 for r in rows if not r[1])
         click.echo(f"   {CALLS - blocked} allowed, {blocked} blocked (blocked calls count nothing)")
 
-        click.secho("5. the upgrade prompt queued by the first block (skene.jobs)", bold=True)
+        click.secho(
+            "5. the jobs queued: milestones at 10 and 50 calls, the prompt at the first block",
+            bold=True,
+        )
         jobs = conn.execute(
             "SELECT id, kind, state, customer_id, loop_name, payload->>'template', dedupe_key "
             "FROM skene.jobs ORDER BY id"

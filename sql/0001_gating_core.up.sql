@@ -1,6 +1,6 @@
 -- skene-pg 0001: gating core.
 -- Plans, features and per-plan limits, customers, usage counters, idempotency keys,
--- limit hits, loops, the job outbox, and the public functions of DESIGN.md §3.
+-- limit hits, loops, the job outbox, and the public functions of the SQL contract.
 
 CREATE SCHEMA IF NOT EXISTS skene;
 COMMENT ON SCHEMA skene IS 'skene-pg: usage limits, upgrade prompts, plan sync and retention loops';
@@ -568,7 +568,7 @@ CREATE TRIGGER features_changed AFTER UPDATE OF period, soft ON skene.features
     FOR EACH ROW EXECUTE FUNCTION skene.invalidate_usage_cache();
 
 -- ---------------------------------------------------------------------------------
--- Public functions (DESIGN.md §3)
+-- Public functions (the SQL contract: README, "The SQL contract")
 -- ---------------------------------------------------------------------------------
 
 CREATE FUNCTION skene.check_and_increment(customer_id text, feature text, amount bigint DEFAULT 1,

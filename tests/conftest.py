@@ -62,10 +62,19 @@ postgresql = factories.postgresql("pg_server")
 
 
 @pytest.fixture
-def db_url(postgresql: psycopg.Connection) -> str:
-    """URL of this test's own migrated database."""
+def db_url(postgresql: psycopg.Connection, pg_cluster: DevCluster) -> Iterator[str]:
+    """URL of this test's own migrated database. pg_cron jobs live in another database
+    and would outlive it (the next test's database has the same name), so the jobs an
+    apply scheduled for it are removed afterwards."""
     info = postgresql.info
-    return make_conninfo(host=info.host, port=info.port, user=info.user, dbname=info.dbname)
+    yield make_conninfo(host=info.host, port=info.port, user=info.user, dbname=info.dbname)
+    if pg_cluster.has_pg_cron:
+        with psycopg.connect(pg_cluster.url(pg_cluster.cron_database), autocommit=True) as cron:
+            if cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
+                cron.execute(
+                    "SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s",
+                    (info.dbname,),
+                )
 
 
 @pytest.fixture

@@ -1,2 +1,2 @@
 """Billing: Stripe webhooks into the inbox, plan sync by re-fetch, metered usage to
-Stripe Billing Meters, Resend bounces into the suppression list (DESIGN.md §7)."""
+Stripe Billing Meters, Resend bounces into the suppression list."""

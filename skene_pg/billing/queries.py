@@ -20,10 +20,6 @@ def ingest_event(conn: psycopg.Connection, provider: str, payload: dict[str, Any
     return bool(row and row[0])
 
 
-def suppress(conn: psycopg.Connection, email: str, reason: str, source: str) -> None:
-    conn.execute("SELECT skene.suppress(%s, %s, %s)", (email, reason, source))
-
-
 def sync_contexts(conn: psycopg.Connection, jobs: Sequence[Any]) -> dict[int, dict[str, Any]]:
     """For each stripe_sync job: the linked skene customer (or None) and `read_at`, the
     database clock before the re-fetch starts (orders concurrent applies)."""

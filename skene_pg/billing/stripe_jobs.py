@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 import stripe
 
-from skene_pg import queue as q
 from skene_pg.billing import queries
-from skene_pg.worker import Outcome
+from skene_pg.jobs.kinds import Outcome
+from skene_pg.jobs.protocol import Job
 
 DEFAULT_API_URL = "https://api.stripe.com"
 # Subscriptions that keep their plan: past_due is still billed (Stripe retries the
@@ -99,10 +99,10 @@ class StripeSyncHandler:
     def __init__(self, client: Any):
         self.client = client
 
-    def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]:
+    def prepare(self, conn: psycopg.Connection, jobs: Sequence[Job]) -> dict[int, Any]:
         return queries.sync_contexts(conn, jobs)
 
-    def run(self, job: q.Job, context: Any) -> Outcome:
+    def run(self, job: Job, context: Any) -> Outcome:
         external = str(job.payload.get("external_customer_id") or "")
         event_id = job.payload.get("event_id")
         read_at = context["read_at"]
@@ -142,10 +142,10 @@ class StripeMeterHandler:
     def __init__(self, client: Any):
         self.client = client
 
-    def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]:
+    def prepare(self, conn: psycopg.Connection, jobs: Sequence[Job]) -> dict[int, Any]:
         return queries.pin_meter_reports(conn, [job.id for job in jobs])
 
-    def run(self, job: q.Job, context: Any) -> Outcome:
+    def run(self, job: Job, context: Any) -> Outcome:
         if not context or context.get("value") is None:
             return Outcome("skipped", "no usage bucket for this report")
         bucket: datetime = context["bucket_start"]

@@ -17,7 +17,8 @@ from urllib.parse import quote, urlencode
 
 import psycopg
 
-from skene_pg import queue as q
+from skene_pg.config.model import duration_seconds
+from skene_pg.email import context as email_context
 from skene_pg.email.base import (
     DeferEmail,
     Email,
@@ -27,7 +28,9 @@ from skene_pg.email.base import (
     one_line,
 )
 from skene_pg.email.templates import TemplateFailure, TemplateRenderer, Vars, ensure_unsubscribe
-from skene_pg.worker import Outcome
+from skene_pg.jobs.kinds import Outcome
+from skene_pg.jobs.protocol import Job
+from skene_pg.jobs.retry import DEFAULT_RETRY_BASE, RetryPolicy
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
@@ -229,14 +232,14 @@ class EmailHandler:
         self.renderer = renderer
         self.settings = settings
 
-    def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]:
-        contexts = q.email_contexts(conn, [job.id for job in jobs])
+    def prepare(self, conn: psycopg.Connection, jobs: Sequence[Job]) -> dict[int, Any]:
+        contexts = email_context.email_contexts(conn, [job.id for job in jobs])
         retention = [i for i, c in contexts.items() if c.get("loop_type") == "retention"]
-        for job_id, window in q.retention_send_after(conn, retention).items():
+        for job_id, window in email_context.retention_send_after(conn, retention).items():
             contexts[job_id]["send_after"], contexts[job_id]["now"] = window
         return contexts
 
-    def run(self, job: q.Job, context: Any) -> Outcome:
+    def run(self, job: Job, context: Any) -> Outcome:
         reason = skip_reason(context, job.payload, job.customer_id)
         if reason:
             return Outcome("skipped", reason)
@@ -271,11 +274,21 @@ class EmailHandler:
         except PermanentEmailError as exc:
             return Outcome("dead", exc.reason)
         except TransientEmailError as exc:
-            return Outcome("retryable", exc.reason)
+            return Outcome("retryable", exc.reason, retry=recovery_policy(context))
         return Outcome("succeeded")
 
     def close(self) -> None:
         self.provider.close()
+
+
+def recovery_policy(context: Mapping[str, Any]) -> RetryPolicy | None:
+    """The retry schedule of the job's loop (`recovery = { backoff, base }`), or None
+    for the worker's default. apply has validated both keys."""
+    recovery = (context.get("loop_config") or {}).get("recovery") or {}
+    if "backoff" not in recovery and "base" not in recovery:
+        return None
+    base = duration_seconds(recovery["base"]) if "base" in recovery else None
+    return RetryPolicy(recovery.get("backoff", "exponential"), float(base or DEFAULT_RETRY_BASE))
 
 
 def drain_to_outbox(
@@ -289,7 +302,7 @@ def drain_to_outbox(
     """Send every due email job into an outbox folder and return the counts: what
     `make demo` runs (`skene-pg listen --drain --email-provider outbox` in one call)."""
     from skene_pg.email.outbox import OutboxProvider
-    from skene_pg.worker import Worker, WorkerSettings
+    from skene_pg.jobs.worker import Worker, WorkerSettings
 
     handler = EmailHandler(
         OutboxProvider(directory),

@@ -1,11 +1,60 @@
-"""A small evaluator of five-field cron schedules (as pg_cron reads them, in UTC), for
-running retention loops where pg_cron is not installed."""
+"""Five-field cron schedules as pg_cron reads them (in UTC): the grammar that
+`skene-pg apply` validates with, and a small evaluator for running retention loops
+where pg_cron does not (the worker's scheduler). One table of fields serves both."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
-from skene_pg.config import CRON_FIELDS  # the validator's bounds and names
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+CRON_FIELDS = (  # label, lowest, highest, names (numbered from lowest)
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
+_CRON_PART = re.compile(r"(?:\*|(\w+)(?:-(\w+))?)(?:/([0-9]+))?")
+
+
+def cron_mistake(schedule: str) -> str | None:
+    """What is wrong with a five-field cron schedule (every bad field, at once), or None."""
+    quoted = json.dumps(schedule)
+    fields = schedule.split()
+    if len(fields) != 5:
+        return (
+            f"{quoted} is not a cron schedule: it needs 5 fields (minute hour "
+            f'day-of-month month day-of-week), e.g. "0 9 * * *"'
+        )
+    mistakes = [
+        mistake
+        for text, field in zip(fields, CRON_FIELDS, strict=True)
+        if (mistake := _field_mistake(text, *field)) is not None
+    ]
+    return f"{quoted}: {'; '.join(mistakes)}" if mistakes else None
+
+
+def _field_mistake(
+    text: str, label: str, low: int, high: int, names: tuple[str, ...]
+) -> str | None:
+    for part in text.split(","):
+        found = _CRON_PART.fullmatch(part)
+        if not found or found[3] == "0":
+            return f"{label} {json.dumps(part)} is not valid cron syntax"
+        for bound in (found[1], found[2]):
+            if bound is None:
+                continue
+            number = (
+                names.index(bound.lower()) + low
+                if bound.lower() in names
+                else (int(bound) if bound.isdigit() else None)
+            )
+            if number is None or not low <= number <= high:
+                return f"{label} {json.dumps(bound)} is out of range {low}-{high}"
+    return None
 
 
 def _bound(text: str, low: int, names: tuple[str, ...]) -> int:

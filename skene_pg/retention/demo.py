@@ -7,8 +7,8 @@ import click
 from psycopg.types.json import Jsonb
 
 from skene_pg import db
-from skene_pg.retention.report import print_sections
-from skene_pg.tables import format_table
+from skene_pg.cli.output import format_table
+from skene_pg.report import print_retention
 
 LOOP = "dormant_users_demo"
 MILESTONE = "first_projects_demo"
@@ -97,4 +97,4 @@ def show_retention(url: str) -> None:
         click.echo(format_table(["customer", "threshold", "template", "dedupe_key"], milestones))
 
         click.secho("10. skene-pg report", bold=True)
-        print_sections(conn)
+        print_retention(conn)

@@ -1,19 +1,12 @@
-"""Retention and milestone sections of `skene-pg report` (the command lives with
-billing, skene_pg/billing/cli.py, and calls print_sections / report_json)."""
+"""What retention and milestone loops achieved, as rows: reactivation per arm, lift,
+runs, milestones reached. skene_pg/report.py presents them with the freemium funnel."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-import click
 import psycopg
-
-from skene_pg.tables import format_table
-
-RETENTION_HEADERS = ["loop", "arm", "measured", "reactivated", "rate", "open"]
-MILESTONE_HEADERS = ["loop", "threshold", "customers", "emails queued"]
-RUN_HEADERS = ["loop", "runs", "failed", "queued", "held out", "last run", "last error"]
 
 
 def retention_rows(conn: psycopg.Connection, window_days: int = 7) -> list[tuple[Any, ...]]:
@@ -54,39 +47,3 @@ def milestone_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
         "SELECT loop_name, threshold, count(*), count(job_id) FROM skene.milestones_reached "
         "GROUP BY loop_name, threshold ORDER BY loop_name, threshold"
     ).fetchall()
-
-
-def print_sections(conn: psycopg.Connection, window_days: int = 7) -> None:
-    rows = retention_rows(conn, window_days)
-    click.secho(f"Retention: reactivated within {window_days} days", bold=True)
-    if rows:
-        click.echo(format_table(RETENTION_HEADERS, rows))
-        click.echo(
-            f"measured: episodes whose {window_days}-day window has closed; "
-            "open: not yet, so not counted"
-        )
-    else:
-        click.echo("no retention messages yet")
-    for loop, value in lift(rows).items():
-        if value is not None:
-            click.echo(f"lift {loop}: {value * 100:+.1f} points (emailed vs holdout)")
-    runs = run_rows(conn)
-    if runs:
-        click.echo(format_table(RUN_HEADERS, runs))
-    click.secho("Milestones", bold=True)
-    milestones = milestone_rows(conn)
-    click.echo(format_table(MILESTONE_HEADERS, milestones) if milestones else "none reached yet")
-
-
-def report_json(conn: psycopg.Connection, window_days: int = 7) -> dict[str, Any]:
-    """The same sections for `skene-pg report --json`."""
-    rows = retention_rows(conn, window_days)
-    return {
-        "retention": [dict(zip(RETENTION_HEADERS, map(_plain, r), strict=True)) for r in rows],
-        "lift": {k: _plain(v) for k, v in lift(rows).items()},
-        "milestones": [dict(zip(MILESTONE_HEADERS, r, strict=True)) for r in milestone_rows(conn)],
-    }
-
-
-def _plain(value: Any) -> Any:
-    return float(value) if isinstance(value, Decimal) else value

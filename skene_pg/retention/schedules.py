@@ -16,7 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from skene_pg.config import SkeneConfig, duration_seconds
+from skene_pg.config.model import SkeneConfig, duration_seconds
+from skene_pg.jobs.kinds import PeriodicTask
 from skene_pg.retention.cron import Schedule
 
 log = logging.getLogger(__name__)
@@ -245,3 +246,9 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
             extra={"loop": name, "queued": run.queued, "held_out": run.held_out},
         )
     return runs
+
+
+def periodic_task() -> PeriodicTask:
+    """Run the schedules pg_cron does not run, on every poll of every worker (a slot
+    runs once: skene.loop_runs' unique key)."""
+    return PeriodicTask("retention schedules", run_due)

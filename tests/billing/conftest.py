@@ -15,10 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from skene_pg.billing.stripe_jobs import StripeMeterHandler, StripeSyncHandler, make_client
-from skene_pg.billing.webhooks import WebhookSettings, make_app
 from skene_pg.email.handler import EmailHandler
 from skene_pg.email.templates import TemplateRenderer
-from skene_pg.worker import Worker, WorkerSettings
+from skene_pg.jobs.worker import Worker, WorkerSettings
+from skene_pg.webhooks import WebhookSettings, make_app
 from tests.billing.fake_stripe import FakeStripe
 from tests.worker.conftest import email_settings, resend_provider
 from tests.worker.fake_resend import FakeResend

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from skene_pg import queue as q
+from skene_pg.jobs import protocol as q
 from tests.billing.conftest import count, drain_stripe, stripe_handlers
 from tests.billing.fake_stripe import FakeStripe
 

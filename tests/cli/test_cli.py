@@ -57,7 +57,7 @@ def test_missing_database_url_is_one_clear_line() -> None:
 
 def test_unreachable_database_is_reported_without_traceback() -> None:
     result = run("migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
-    assert result.returncode == 1
+    assert result.returncode == 4  # UNREACHABLE: only a failed connection
     assert "cannot reach the database" in result.stderr
     assert "Traceback" not in result.stderr
 

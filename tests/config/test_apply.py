@@ -12,8 +12,7 @@ import psycopg
 import pytest
 
 from skene_pg import db
-from skene_pg.apply import ApplyRefused, Change, apply_config, diff
-from skene_pg.config import SkeneConfig, load_config
+from skene_pg.config import ApplyRefused, Change, SkeneConfig, apply_config, diff, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -326,14 +325,17 @@ def test_the_example_allows_100_api_calls_then_blocks(conn: psycopg.Connection) 
     assert decisions[99] == (True, "ok", 100)
     assert decisions[100] == (False, "limit_reached", 100)
     jobs = conn.execute(
-        "SELECT loop_name, payload->>'template', payload->>'message' FROM skene.jobs"
+        "SELECT loop_name, payload->>'template', coalesce(payload->>'message', "
+        "payload->>'threshold') FROM skene.jobs ORDER BY id"
     ).fetchall()
     assert jobs == [
+        ("api_milestones", "milestone", "10"),  # the example celebrates calls 10 and 50
+        ("api_milestones", "milestone", "50"),
         (
             "free_tier_limit",
             "upgrade_prompt",
             "You've reached your free tier limit. Upgrade to continue.",
-        )
+        ),
     ]
     conn.execute("SELECT skene.set_plan('c', 'pro')")
     assert increment(conn, "c", "api_calls")[:2] == (True, "ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from skene_pg.config import (
@@ -13,6 +14,7 @@ from skene_pg.config import (
     LoopSpec,
     PlanSpec,
     Problem,
+    duration_seconds,
     load_config,
 )
 
@@ -79,7 +81,7 @@ def test_the_example_is_valid_and_mirrors_the_freemium_seed() -> None:
         PlanSpec("pro", True, ("price_pro_monthly",)),
     )
     assert config.features == (FeatureSpec("api_calls", "30d", {"free": 100, "pro": None}),)
-    assert config.loops == (
+    assert config.loops[0] == (
         LoopSpec(
             "free_tier_limit",
             "freemium",
@@ -89,10 +91,13 @@ def test_the_example_is_valid_and_mirrors_the_freemium_seed() -> None:
                 "upgrade_prompt": {"channel": "email", "template": "upgrade_prompt"},
                 "recovery": {"retries": 0},
             },
-        ),
+        )
     )
-    # The retention loop is there, commented out, for newcomers to see.
-    assert 'name = "dormant_users"' in (ROOT / "examples" / "skene.toml").read_text()
+    # Every loop type that works is shown, enabled.
+    assert [(loop.name, loop.type, loop.enabled) for loop in config.loops[1:]] == [
+        ("dormant_users", "retention", True),
+        ("api_milestones", "milestone", True),
+    ]
 
 
 def test_every_option_of_the_design_is_accepted(tmp_path: Path) -> None:
@@ -406,7 +411,7 @@ MISTAKES = {
         BASE + 'recovery = { backoff = "fibonacci" }\n',
         "loops[0].recovery.backoff",
         "recovery =",
-        '"fibonacci" is not one of none, linear, exponential',
+        '"fibonacci" is not one of exponential, linear, fixed',
     ),
     "retention dormant_after in loops[1]": (
         BASE + RETENTION.replace('"7 days"', '"a week"'),
@@ -639,3 +644,32 @@ def test_freemium_attribution_window_is_a_duration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(bad)
     assert [p.field for p in error.value.problems] == ["loops[0].attribution_window"]
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("7 days", 604800), ("7d", 604800), ("10m", 600), ("12h", 43200), ("90 mins", 5400)],
+)
+def test_durations_take_the_short_forms_too(tmp_path: Path, written: str, seconds: int) -> None:
+    path = tmp_path / "skene.toml"
+    path.write_text(BASE + RETENTION.replace('"7 days"', f'"{written}"'))
+    (loop,) = [loop for loop in load_config(path).loops if loop.type == "retention"]
+    assert loop.config["dormant_after"] == written
+    assert duration_seconds(written) == seconds
+
+
+def test_short_durations_read_the_same_in_postgresql(conn: psycopg.Connection) -> None:
+    # The SQL casts these strings to interval: both sides must agree on what they mean.
+    for written in ("10m", "12h", "7d", "2w", "30s", "90 mins", "3 hrs"):
+        (seconds,) = conn.execute(
+            "SELECT extract(epoch FROM %s::interval)::bigint", (written,)
+        ).fetchone() or (None,)
+        assert seconds == duration_seconds(written), written
+
+
+def test_a_recovery_base_must_be_a_duration(tmp_path: Path) -> None:
+    path = tmp_path / "skene.toml"
+    path.write_text(BASE + 'recovery = { backoff = "fixed", base = "soon" }\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert [p.field for p in raised.value.problems] == ["loops[0].recovery.base"]

@@ -11,8 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from skene_pg.apply import Change, apply_config
-from skene_pg.config import SkeneConfig, load_config
+from skene_pg.config import Change, SkeneConfig, apply_config, load_config
 from skene_pg.devdb import DevCluster
 from skene_pg.retention import schedules
 from skene_pg.retention.schedules import run_due

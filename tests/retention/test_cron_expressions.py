@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from skene_pg.config import cron_mistake
-from skene_pg.retention.cron import Schedule
+from skene_pg.retention.cron import Schedule, cron_mistake
 
 MONDAY = datetime(2026, 1, 19, 9, 0, tzinfo=UTC)
 SATURDAY = datetime(2026, 1, 24, 9, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from skene_pg import queue as q
+from skene_pg.email import context as q
 from skene_pg.email.handler import skip_reason
 from skene_pg.email.outbox import OutboxProvider
 from skene_pg.retention.report import lift, retention_rows

@@ -10,8 +10,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from skene_pg import queue as q
-from skene_pg.worker import Outcome, Worker, WorkerSettings
+from skene_pg.jobs import protocol as q
+from skene_pg.jobs.kinds import Outcome
+from skene_pg.jobs.worker import Worker, WorkerSettings
+from skene_pg.retention.schedules import periodic_task
 from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, jobs
 
 
@@ -38,7 +40,12 @@ def test_three_workers_run_the_schedule_once(catalogue: psycopg.Connection, db_u
     # the workers' sessions read skene's clock at 09:00:30 on the day
     url = make_conninfo(db_url, options=f"-c skene.now={(T0 + days(1 / 2880)).isoformat()}")
     workers = [
-        Worker(url, [_Idle()], WorkerSettings(drain=True, poll_interval=0.05, name=f"w{i}"))
+        Worker(
+            url,
+            [_Idle()],
+            WorkerSettings(drain=True, poll_interval=0.05, name=f"w{i}"),
+            periodic=[periodic_task()],
+        )
         for i in range(3)
     ]
     for _ in range(3):  # three drains each: every worker polls (and schedules) each time

@@ -14,7 +14,7 @@ from tests.sql.helpers import check_and_increment, decision, scalar, utc
 
 pytestmark = pytest.mark.usefixtures("catalogue")
 
-# DESIGN.md §3: what skene_app may execute, and nothing else.
+# The SQL contract: what skene_app may execute, and nothing else.
 # Plus ingest_billing_event: apps that verify billing webhooks themselves hand the
 # event over with it (issue 4); it can do nothing set_plan can't.
 PUBLIC_API = {

@@ -22,7 +22,7 @@ from skene_pg.email.base import EmailProvider
 from skene_pg.email.handler import EmailHandler, EmailSettings
 from skene_pg.email.resend import ResendProvider
 from skene_pg.email.templates import TemplateRenderer
-from skene_pg.worker import Worker, WorkerSettings
+from skene_pg.jobs.worker import Worker, WorkerSettings
 from tests.worker.fake_resend import FakeResend
 
 SKENE_PG = str(Path(sys.executable).parent / "skene-pg")

@@ -1,32 +1,17 @@
-"""`skene-pg apply`: make the catalogue (plans, features, limits, loops) match a
-validated skene.toml, in one transaction.
-
-The diff is computed as a list of steps, each a human-readable Change plus the
-statements that make it, so `--dry-run` shows exactly what a real apply would write.
-Only rows that differ are written, so applying the same file twice touches nothing
-(not even updated_at).
-"""
+"""The diff between the catalogue in the database and a validated skene.toml: a list
+of steps, each a human-readable Change plus the statements that make it, in an order
+the foreign keys and the one-default index accept."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import click
 import psycopg
 from psycopg.types.json import Jsonb
 
-from skene_pg import db
-from skene_pg.cli_support import database_url_option, fails_cleanly
-from skene_pg.config import ConfigError, SkeneConfig, load_config
-
-# Key of the transaction-level advisory lock that serialises concurrent applies: the
-# second waits, then diffs against what the first committed. ("skene" in ASCII.)
-APPLY_LOCK = 0x736B656E65
+from skene_pg.config.model import SkeneConfig
 
 Action = Literal["create", "update", "delete"]
 Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan", "schedule"]
@@ -48,41 +33,6 @@ class Change:
 class ApplyRefused(Exception):
     """Applying would delete something the file does not allow deleting."""
 
-
-def diff(conn: psycopg.Connection, config: SkeneConfig, *, prune: bool = False) -> list[Change]:
-    """What applying `config` would change; raises ApplyRefused like apply_config."""
-    return [change for change, _ in _steps(conn, config, prune)]
-
-
-def apply_config(
-    conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False, prune: bool = False
-) -> list[Change]:
-    """Apply `config` in one transaction and return the changes (with dry_run: roll
-    back, changing nothing). Deleting plans or features needs prune=True.
-
-    Then, where pg_cron is installed, retention loops are scheduled as pg_cron jobs
-    (in pg_cron's database, after the catalogue has committed)."""
-    from skene_pg.retention.schedules import sync_cron
-
-    with conn.transaction() as transaction:
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-        steps = _steps(conn, config, prune)
-        if dry_run:
-            raise psycopg.Rollback(transaction)  # also releases the lock
-        with conn.cursor() as cursor:
-            for _, statements in steps:
-                for query, params in statements:
-                    cursor.execute(query, params)
-    schedules = [
-        Change(action, "schedule", name, detail)  # type: ignore[arg-type]
-        for action, name, detail in sync_cron(conn, config, dry_run=dry_run)
-    ]
-    return [change for change, _ in steps] + schedules
-
-
-# --------------------------------------------------------------------------------
-# The diff
-# --------------------------------------------------------------------------------
 
 Step = tuple[Change, list[Statement]]
 
@@ -124,7 +74,7 @@ def _read(conn: psycopg.Connection) -> _Catalogue:
     return _Catalogue(plans, prices, default, features, limits, loops)
 
 
-def _steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
+def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
     """Every change, in an order the foreign keys and the one-default index accept."""
     now = _read(conn)
     gone_plans = sorted(set(now.plans) - {p.name for p in config.plans})
@@ -479,77 +429,3 @@ def _toml(value: Any) -> str:
     if value is None:
         return "none"
     return json.dumps(value) if isinstance(value, bool) else str(value)
-
-
-# --------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------
-
-
-@click.command("apply")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), default="skene.toml")
-@click.option("--dry-run", is_flag=True, help="Show what would change and change nothing.")
-@click.option(
-    "--prune", is_flag=True, help="Also delete plans and features the file no longer lists."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the changes (or problems) as JSON.")
-@database_url_option
-@fails_cleanly
-def apply_command(
-    file: Path, dry_run: bool, prune: bool, as_json: bool, database_url: str | None
-) -> None:
-    """Validate FILE (default: skene.toml) and apply it in one transaction.
-
-    Every mistake in the file is reported with its line and field, and then nothing
-    is applied. Applying the same file twice changes nothing. Plans and features
-    missing from the file are only deleted with --prune (a plan that still has
-    customers never is); changing a feature's period restarts its usage counters.
-
-    \b
-    Examples:
-      skene-pg apply skene.toml --dry-run     # what would change
-      skene-pg apply skene.toml
-      skene-pg apply skene.toml --prune       # also delete what the file dropped
-    """
-    try:
-        config = load_config(file)
-    except ConfigError as exc:
-        if as_json:
-            click.echo(
-                json.dumps({"problems": [{**asdict(p), "file": str(p.file)} for p in exc.problems]})
-            )
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        count = len(exc.problems)
-        click.echo(
-            f"{count} problem{'s' if count != 1 else ''} in {file}: nothing applied", err=True
-        )
-        sys.exit(1)
-    from skene_pg.retention.templates import template_problems
-
-    mistakes = template_problems(config, os.environ.get("SKENE_TEMPLATES_DIR"))
-    if mistakes:
-        for mistake in mistakes:
-            click.echo(mistake, err=True)
-        click.echo(f"{len(mistakes)} template problem(s) in {file}: nothing applied", err=True)
-        sys.exit(1)
-    with db.connect(db.require_url(database_url), autocommit=True) as conn:
-        try:
-            changes = apply_config(conn, config, dry_run=dry_run, prune=prune)
-        except ApplyRefused as exc:
-            raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"file": str(file), "dry_run": dry_run, "changes": [asdict(c) for c in changes]}
-            )
-        )
-        return
-    for change in changes:
-        click.echo(f"would {change}" if dry_run else str(change))
-    if not changes:
-        click.echo(f"nothing to change: the database matches {file}")
-    elif dry_run:
-        click.echo(f"dry run: {len(changes)} changes would be applied; nothing was changed")
-    else:
-        click.echo(f"applied {len(changes)} changes from {file}")

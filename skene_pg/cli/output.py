@@ -1,9 +1,12 @@
-"""Plain-text tables for human output (the CLI's default; `--json` is for machines)."""
+"""CLI output: plain-text tables for people (the default) and JSON for machines
+(`--json`: snake_case keys, ISO 8601 times)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 
@@ -26,3 +29,19 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
     return "\n".join(line.rstrip() for line in out)
+
+
+def to_json(value: Any) -> str:
+    """JSON for --json output: times and dates in ISO 8601, durations in seconds,
+    decimals as numbers, anything else (UUIDs) as its text."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, date | datetime):
+            return obj.isoformat()
+        if isinstance(obj, timedelta):
+            return obj.total_seconds()
+        if isinstance(obj, Decimal):
+            return int(obj) if obj == obj.to_integral_value() else float(obj)
+        return str(obj)
+
+    return json.dumps(value, default=default)

@@ -24,62 +24,25 @@ import math
 import os
 import queue as queue_lib
 import random
-import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
 from skene_pg import db
-from skene_pg import queue as q
+from skene_pg.jobs import protocol as q
+from skene_pg.jobs.kinds import Handler, Outcome, PeriodicTask
+from skene_pg.jobs.retry import RetryPolicy
+from skene_pg.logs import scrub
 
 log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
-
-
-def scrub(text: str | None, limit: int = 300) -> str:
-    """An error reason as it may appear in logs: no email addresses, bounded length."""
-    if not text:
-        return ""
-    text = _ADDRESS.sub("<address>", text)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a handler's attempt ended: outcome is succeeded, skipped, dead, retryable or
-    deferred; `reason` is recorded on the job; `retry_in` (seconds) for deferred, and
-    optionally for retryable (else the worker's exponential backoff).
-
-    `apply`, optional: database writes that make the attempt's result stick (a billing
-    handler applies what it fetched). The bookkeeper runs it in one transaction with
-    the job's finish, and only while the lease is still ours; if it raises, nothing
-    of it is kept and the job is retried with the error as its reason."""
-
-    outcome: str
-    reason: str | None = None
-    retry_in: float | None = None
-    apply: Callable[[psycopg.Connection], None] | None = None
-
-
-class Handler(Protocol):
-    """Runs the jobs of one kind. `prepare` reads what the jobs need from the database
-    in one go (main thread); `run` does the work (sender thread, no database)."""
-
-    kind: str
-
-    def prepare(self, conn: psycopg.Connection, jobs: Sequence[q.Job]) -> dict[int, Any]: ...
-
-    def run(self, job: q.Job, context: Any) -> Outcome: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -135,7 +98,11 @@ _STOP = object()
 
 class Worker:
     def __init__(
-        self, database_url: str, handlers: Sequence[Handler], settings: WorkerSettings | None = None
+        self,
+        database_url: str,
+        handlers: Sequence[Handler],
+        settings: WorkerSettings | None = None,
+        periodic: Sequence[PeriodicTask] = (),
     ):
         self.url = database_url
         self.settings = settings or WorkerSettings()
@@ -144,6 +111,11 @@ class Worker:
         if self.settings.lease <= 0 or self.settings.poll_interval <= 0:
             raise ValueError("lease and poll interval must be positive")
         self.handlers = {h.kind: h for h in handlers}
+        self.periodic = list(periodic)
+        self.retry_policy = RetryPolicy(
+            "exponential", self.settings.retry_base, self.settings.retry_cap
+        )
+        self._periodic_next: dict[str, float] = {}  # task name -> monotonic time
         self.name = self.settings.name or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = Stats()
         self._stopping = threading.Event()
@@ -159,6 +131,10 @@ class Worker:
         self.listening = threading.Event()  # set while the LISTEN connection is up
 
     # -- public ------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop claiming; running jobs finish, then run() returns. Safe from signal
         handlers and other threads."""
@@ -244,7 +220,7 @@ class Worker:
                                 log.warning("returned %d job(s) whose lease expired", reaped)
                             next_poll = time.monotonic() + s.poll_interval
                             self._more = True
-                            self._run_schedules(conn)
+                            self._run_periodic(conn)
                         self._claim_and_dispatch(conn, pool)
                         backoff.reset()
                     except _CONNECTION_ERRORS as exc:
@@ -270,17 +246,20 @@ class Worker:
         finally:
             self._close(conn)
 
-    def _run_schedules(self, conn: psycopg.Connection) -> None:
-        """Retention loops pg_cron does not run (skene.loops.cron_job IS NULL): each
-        slot runs once however many workers poll (skene.loop_runs' unique key)."""
-        from skene_pg.retention.schedules import run_due
-
-        try:
-            run_due(conn)
-        except _CONNECTION_ERRORS:
-            raise
-        except psycopg.Error as exc:
-            log.warning("retention schedules: %s", scrub(str(exc).strip()))
+    def _run_periodic(self, conn: psycopg.Connection) -> None:
+        """The periodic tasks that are due (each every `every` seconds; 0: every poll).
+        A task's database error is logged and does not stop the others or the queue."""
+        now = time.monotonic()
+        for task in self.periodic:
+            if now < self._periodic_next.get(task.name, 0.0):
+                continue
+            self._periodic_next[task.name] = now + task.every
+            try:
+                task.run(conn)
+            except _CONNECTION_ERRORS:
+                raise
+            except psycopg.Error as exc:
+                log.warning("%s: %s", task.name, scrub(str(exc).strip()))
 
     def _should_claim(self) -> bool:
         """With a backlog, claim in batches of half the slots (one claim and one
@@ -335,7 +314,9 @@ class Worker:
         retry_in = 0.0
         if outcome.outcome == "retryable":
             retry_in = (
-                outcome.retry_in if outcome.retry_in is not None else self._retry_delay(job.attempt)
+                outcome.retry_in
+                if outcome.retry_in is not None
+                else (outcome.retry or self.retry_policy).delay(job.attempt)
             )
         elif outcome.outcome == "deferred":
             wait = outcome.retry_in or 1.0
@@ -359,11 +340,6 @@ class Worker:
             f": {scrub(outcome.reason)}" if outcome.reason else "",
             extra=fields,
         )
-
-    def _retry_delay(self, attempt: int) -> float:
-        s = self.settings
-        delay = min(s.retry_cap, s.retry_base * 2 ** max(0, attempt - 1))
-        return random.uniform(delay / 2, delay)
 
     # -- bookkeeper: finishes and lease extensions ------------------------------------
     def _bookkeeper(self) -> None:
@@ -477,7 +453,7 @@ class Worker:
             log.warning("job %d: %s", f.job_id, reason, extra={"job_id": f.job_id})
             with self._lock:
                 job = self._leased.get(f.job_id)
-            delay = self._retry_delay(job.attempt if job else 1)
+            delay = self.retry_policy.delay(job.attempt if job else 1)
             failed = q.Finish(f.job_id, f.lease_token, "retryable", reason, delay)
             results.update(q.finish(conn, [failed]))
             return failed

@@ -1,0 +1,289 @@
+"""`skene-pg listen`: reads options and the environment, builds the worker with the
+job kinds and periodic tasks of email, billing and retention, and runs it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skene_pg import db
+from skene_pg.cli.common import database_url_option, fails_cleanly
+from skene_pg.cli.email_options import email_settings, link_options, templates_option
+from skene_pg.http_server import HttpServer, parse_address
+from skene_pg.jobs.worker import Worker, WorkerSettings
+from skene_pg.logs import setup_logging
+
+log = logging.getLogger("skene_pg.worker")
+
+
+@click.command("listen")
+@database_url_option
+@click.option(
+    "--email-provider",
+    type=click.Choice(["resend", "smtp", "outbox"]),
+    envvar="SKENE_EMAIL_PROVIDER",
+    show_envvar=True,
+    default="outbox",
+    show_default=True,
+    help="Where email goes. resend needs "
+    "RESEND_API_KEY; smtp needs SKENE_SMTP_URL; outbox writes .eml files.",
+)
+@link_options
+@click.option(
+    "--outbox-dir",
+    envvar="SKENE_OUTBOX_DIR",
+    show_envvar=True,
+    default="outbox",
+    show_default=True,
+    metavar="DIR",
+    help="Folder of the outbox provider.",
+)
+@templates_option
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    envvar="SKENE_EMAIL_RATE_LIMIT",
+    show_envvar=True,
+    metavar="PER_SECOND",
+    help="Client-side limit on email requests per second; "
+    "0 = off [default: 2 for resend, off otherwise].",
+)
+@click.option(
+    "--send-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    envvar="SKENE_EMAIL_TIMEOUT",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="Timeout of one email request.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    envvar="SKENE_WORKER_CONCURRENCY",
+    show_envvar=True,
+    help="Sends at once.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    envvar="SKENE_POLL_INTERVAL",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="Look for due jobs (and expired leases) this often without NOTIFY.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    envvar="SKENE_LEASE",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="How long a claimed job stays ours without news; extended every "
+    "lease/3 while it runs. A crashed worker's jobs run again after it.",
+)
+@click.option(
+    "--retry-base",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    envvar="SKENE_RETRY_BASE",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="First retry after about this long, doubling each time, with jitter.",
+)
+@click.option(
+    "--http",
+    "http_address",
+    envvar="SKENE_HTTP",
+    show_envvar=True,
+    metavar="HOST:PORT",
+    help="Also serve POST /webhooks/stripe (STRIPE_WEBHOOK_SECRET) and "
+    "/webhooks/resend (RESEND_WEBHOOK_SECRET).",
+)
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Run every job that is due now, then exit (cron-style runs, tests).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    envvar="SKENE_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--log-json",
+    is_flag=True,
+    envvar="SKENE_LOG_JSON",
+    show_envvar=True,
+    help="One JSON object per log line.",
+)
+@fails_cleanly
+def listen_command(
+    database_url: str | None,
+    email_provider: str,
+    email_from: str | None,
+    app_url: str | None,
+    upgrade_url: str | None,
+    unsubscribe_url: str | None,
+    outbox_dir: str,
+    templates_dir: Path | None,
+    rate_limit: float | None,
+    send_timeout: float,
+    concurrency: int,
+    poll_interval: float,
+    lease: float,
+    retry_base: float,
+    http_address: str | None,
+    drain: bool,
+    log_level: str,
+    log_json: bool,
+) -> None:
+    """Run the worker: send the queued emails, exactly once each.
+
+    It LISTENs for new jobs, also polls every --poll-interval, claims due jobs with a
+    lease, sends --concurrency at a time, retries failures with exponential backoff,
+    honours a 429's Retry-After, and sends a permanent error (bad address, 4xx) to
+    `dead` with its reason. SIGTERM stops claiming and lets running sends finish. Several
+    workers may run at once.
+
+    Secrets come from the environment only: RESEND_API_KEY (and RESEND_API_URL),
+    SKENE_SMTP_URL (smtp://user:password@host:587, or smtps://), and
+    SKENE_UNSUBSCRIBE_SECRET (signs the token in unsubscribe links). With
+    STRIPE_API_KEY it also syncs plans from Stripe and reports metered usage;
+    --http serves the Stripe and Resend webhooks.
+
+    \b
+    Examples:
+      skene-pg listen                                   # outbox: .eml files in ./outbox
+      skene-pg listen --http 0.0.0.0:8787               # + POST /webhooks/stripe, /resend
+      RESEND_API_KEY=re_... skene-pg listen --email-provider resend \\
+          --email-from 'Acme <hello@acme.com>' --app-url https://app.acme.com
+      skene-pg listen --drain                           # send what is due, then exit
+    """
+    from skene_pg.email import make_provider
+    from skene_pg.email.base import ConfigError
+
+    setup_logging(log_level, log_json)
+    url = db.require_url(database_url)
+    try:
+        settings = email_settings(email_provider, email_from, app_url, upgrade_url, unsubscribe_url)
+        provider = make_provider(
+            email_provider,
+            resend_api_key=os.environ.get("RESEND_API_KEY"),
+            resend_api_url=os.environ.get("RESEND_API_URL"),
+            smtp_url=os.environ.get("SKENE_SMTP_URL"),
+            outbox_dir=outbox_dir,
+            rate_limit=rate_limit,
+            timeout=send_timeout,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _require_protocol(url)
+    where = f" ({Path(outbox_dir).resolve()})" if email_provider == "outbox" else ""
+    log.info("email provider: %s%s", email_provider, where)
+    worker = build_worker(
+        url,
+        provider,
+        settings,
+        templates_dir,
+        WorkerSettings(
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            lease=lease,
+            drain=drain,
+            retry_base=retry_base,
+        ),
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if worker.stopping:  # a second signal: leave now, leases cover the rest
+            os._exit(128 + signum)
+        log.info("%s: no new jobs; finishing the running ones", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = start_webhook_server(url, http_address) if http_address else None
+    try:
+        stats = worker.run()
+    finally:
+        if server is not None:
+            server.stop()
+    if drain:
+        counts = stats.as_dict()
+        click.echo(
+            "drained: "
+            + ", ".join(
+                f"{counts[k]} {k}"
+                for k in ("succeeded", "skipped", "dead", "retryable", "deferred")
+            ),
+            err=True,
+        )
+
+
+def build_worker(
+    url: str,
+    provider: Any,
+    settings: Any,
+    templates_dir: Path | None,
+    worker_settings: WorkerSettings,
+) -> Worker:
+    """The worker with every feature registered: email (its handler), billing (the
+    Stripe handlers, when STRIPE_API_KEY is set) and retention (its schedules)."""
+    from skene_pg.billing import registry as billing
+    from skene_pg.email.handler import EmailHandler
+    from skene_pg.email.templates import TemplateRenderer
+    from skene_pg.retention import schedules
+
+    handlers = [
+        EmailHandler(provider, TemplateRenderer(templates_dir), settings),
+        *billing.handlers(os.environ.get("STRIPE_API_KEY"), os.environ.get("STRIPE_API_URL")),
+    ]
+    return Worker(url, handlers, worker_settings, periodic=[schedules.periodic_task()])
+
+
+def start_webhook_server(url: str, address: str) -> HttpServer:
+    from skene_pg.webhooks import WebhookSettings, make_app
+
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--http") from exc
+    settings = WebhookSettings(
+        stripe_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") or None,
+        resend_secret=os.environ.get("RESEND_WEBHOOK_SECRET") or None,
+    )
+    if not settings.paths():
+        raise click.ClickException(
+            "--http needs STRIPE_WEBHOOK_SECRET and/or RESEND_WEBHOOK_SECRET: without a "
+            "secret no webhook can be verified"
+        )
+    server = HttpServer(make_app(url, settings), host, port).start()
+    log.info("webhooks on http://%s:%d: %s", host, server.port, ", ".join(settings.paths()))
+    return server
+
+
+def _require_protocol(url: str) -> None:
+    with db.connect(url) as conn:
+        row = conn.execute(
+            "SELECT pg_catalog.to_regprocedure('skene.claim_jobs(text,integer,interval,text[])')"
+        ).fetchone()
+    if not row or row[0] is None:
+        raise click.ClickException(
+            "the skene schema has no job queue yet: run `skene-pg migrate` (revision 0002 or later)"
+        )

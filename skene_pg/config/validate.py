@@ -1,0 +1,194 @@
+"""Read and validate `skene.toml`.
+
+Pure: no database, environment or network. The whole file is checked and every
+mistake is reported with its file, line and dotted field (`loops[1].dormant_after`),
+so a user fixes them all in one go rather than one per run.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from skene_pg.config.locate import Locator, syntax_problem
+from skene_pg.config.loops import LoopChecks
+from skene_pg.config.model import (
+    FEATURE_NAME,
+    HTTP_METHODS,
+    MAX_BIGINT,
+    PLAN_NAME,
+    UNLIMITED,
+    ConfigError,
+    FeatureSpec,
+    FieldPath,
+    PlanSpec,
+    Problem,
+    SkeneConfig,
+    describe,
+    is_period,
+    names_of,
+)
+
+
+def load_config(path: Path) -> SkeneConfig:
+    """Parse and validate `path`; raises ConfigError listing every mistake."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([Problem(path, None, "", f"cannot read the file: {reason}")]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([syntax_problem(path, text, exc)]) from exc
+    checker = DocumentChecker(path, Locator(text))
+    config = checker.document(data)
+    if checker.problems or config is None:
+        raise ConfigError(sorted(checker.problems, key=lambda p: p.line or 0))
+    return config
+
+
+class DocumentChecker(LoopChecks):
+    """The whole file: default plan, plans, features (limits, match), then loops."""
+
+    def document(self, data: dict) -> SkeneConfig | None:
+        self.table(data, (), required=("default_plan", "plans"), optional=("features", "loops"))
+        plans = self.plans(data["plans"]) if "plans" in data else ()
+        plan_names = tuple(p.name for p in plans)
+        default = data.get("default_plan", "")
+        # Without a valid plans table every plan would look undefined: say it once.
+        if (
+            "default_plan" in data
+            and self.string(default, ("default_plan",)) is not None
+            and isinstance(data.get("plans"), dict)
+            and default not in plan_names
+        ):
+            self.report(
+                ("default_plan",),
+                f"{describe(default)} is not a defined plan; defined: {names_of(plan_names)}",
+            )
+        features = self.features(data.get("features", {}), plan_names)
+        loops = self.loops(data.get("loops", []), tuple(f.name for f in features))
+        if self.problems:
+            return None
+        return SkeneConfig(default, plans, features, loops, self.file)
+
+    def plans(self, value: Any) -> tuple[PlanSpec, ...]:
+        if self.mapping(value, ("plans",), "a table of plans ([plans.free], ...)") is None:
+            return ()
+        if not value:
+            self.report(("plans",), "define at least one plan, e.g. [plans.free]")
+        specs = []
+        owner: dict[str, str] = {}  # stripe price -> plan, to catch a price mapped twice
+        for name, body in value.items():
+            path: FieldPath = ("plans", name)
+            self.name(name, path, PLAN_NAME, "plan")
+            if self.table(body, path, optional=("paid", "stripe_prices")) is None:
+                specs.append(PlanSpec(name))
+                continue
+            paid = self.boolean(body.get("paid", False), (*path, "paid"))
+            prices = self.stripe_prices(body.get("stripe_prices", []), name, owner)
+            specs.append(PlanSpec(name, bool(paid), prices))
+        return tuple(specs)
+
+    def stripe_prices(self, value: Any, plan: str, owner: dict[str, str]) -> tuple[str, ...]:
+        path: FieldPath = ("plans", plan, "stripe_prices")
+        if not isinstance(value, list):
+            self.report(path, f"must be an array of price ids, got {describe(value)}")
+            return ()
+        prices = []
+        for index, price in enumerate(value):
+            if self.string(price, (*path, index)) is None:
+                continue
+            if price in owner:
+                where = (
+                    "listed twice"
+                    if owner[price] == plan
+                    else f"already mapped to plan {owner[price]}"
+                )
+                self.report(
+                    (*path, index),
+                    f"{describe(price)} is {where}; a price may map to one plan only",
+                )
+                continue
+            owner[price] = plan
+            prices.append(price)
+        return tuple(prices)
+
+    def features(self, value: Any, plans: tuple[str, ...]) -> tuple[FeatureSpec, ...]:
+        what = "a table of features ([features.api_calls], ...)"
+        if self.mapping(value, ("features",), what) is None:
+            return ()
+        specs = []
+        for name, body in value.items():
+            path: FieldPath = ("features", name)
+            self.name(name, path, FEATURE_NAME, "feature")
+            if (
+                self.table(
+                    body, path, required=("period", "limits"), optional=("soft", "meter", "match")
+                )
+                is None
+            ):
+                continue
+            period = body.get("period")
+            if "period" in body and not is_period(period):
+                self.report(
+                    (*path, "period"),
+                    f"{describe(period)} is not a period; use day, "
+                    "week, month, Nd (e.g. 30d, 1-366), billing_cycle or lifetime",
+                )
+            limits = self.limits(body.get("limits", {}), (*path, "limits"), plans)
+            soft = self.boolean(body.get("soft", False), (*path, "soft"))
+            meter = body.get("meter")
+            if meter is not None:
+                self.string(meter, (*path, "meter"))
+            match = self.match(body.get("match", []), (*path, "match"))
+            specs.append(FeatureSpec(name, period, limits, bool(soft), meter, match))
+        return tuple(specs)
+
+    def limits(self, value: Any, path: FieldPath, plans: tuple[str, ...]) -> dict[str, int | None]:
+        what = 'a table of plan = limit, e.g. { free = 100, pro = "unlimited" }'
+        if self.mapping(value, path, what) is None:
+            return {}
+        limits: dict[str, int | None] = {}
+        for plan, limit in value.items():
+            if plan not in plans:
+                self.report(
+                    (*path, plan),
+                    f"{describe(plan)} is not a defined plan; defined: {names_of(plans)}",
+                )
+            if limit == UNLIMITED:
+                limits[plan] = None
+            elif type(limit) is int and 0 <= limit <= MAX_BIGINT:  # bool is not a number here
+                limits[plan] = limit
+            else:
+                self.report(
+                    (*path, plan),
+                    f"must be a whole number >= 0 (0: not in the plan) or "
+                    f'"unlimited", got {describe(limit)}',
+                )
+        return limits
+
+    def match(self, value: Any, path: FieldPath) -> tuple[dict, ...]:
+        if not isinstance(value, list):
+            self.report(
+                path,
+                f'must be an array of {{ method = "POST", path = "/api/..." }} '
+                f"tables, got {describe(value)}",
+            )
+            return ()
+        for index, pattern in enumerate(value):
+            where = (*path, index)
+            if self.table(pattern, where, required=("path",), optional=("method",)) is None:
+                continue
+            if "method" in pattern:
+                self.choice(pattern["method"], (*where, "method"), HTTP_METHODS)
+            if (
+                "path" in pattern
+                and self.string(pattern["path"], (*where, "path"))
+                and not pattern["path"].startswith("/")
+            ):
+                self.report((*where, "path"), f'{describe(pattern["path"])} must start with "/"')
+        return tuple(value)
