@@ -249,8 +249,9 @@ def test_calls_plan_changes_and_overrides_together_do_not_deadlock(
     customers = ["acme", "beta"]
     features = ["daily", "api_calls", "rolling"]
 
-    def work(i: int, c: psycopg.Connection) -> int:
+    def work(i: int, c: psycopg.Connection) -> list[tuple[str, str, int, dict]]:
         rng = random.Random(i)
+        counted = []
         for step in range(40):
             day = 1 + step // 8  # a new day (daily: a new period) every few steps
             set_now(c, f"2026-03-{day:02d} 12:00:00")
@@ -263,17 +264,35 @@ def test_calls_plan_changes_and_overrides_together_do_not_deadlock(
                     (customer, rng.choice(features), rng.choice([None, 3, 50])),
                 )
             else:
-                check_and_increment(c, customer, rng.choice(features), rng.choice((1, 2, 4)))
-        return step
+                feature, amount = rng.choice(features), rng.choice((1, 2, 4))
+                counted.append(
+                    (customer, feature, amount, check_and_increment(c, customer, feature, amount))
+                )
+        return counted
 
-    run_together(connections(CALLERS), work)
+    calls = [call for per_caller in run_together(connections(CALLERS), work) for call in per_caller]
+    # Nothing counted was lost or counted twice under the crossing locks. All calls fall
+    # in March (api_calls' month) and in rolling's 30-day window, so those counters hold
+    # every allowed amount. daily restarts each day; a call whose clock is behind the
+    # counter's day counts in the counter's day (and says so in resets_at), so the
+    # counter holds the amounts allowed in the day it ended in.
     for customer in customers:
         for feature in features:
             row = conn.execute(
-                "SELECT used FROM skene.usage WHERE customer_id = %s AND feature = %s",
+                "SELECT used, resets_at FROM skene.usage WHERE customer_id = %s AND feature = %s",
                 (customer, feature),
             ).fetchone()
-            assert row is None or row[0] >= 0
+            assert row is not None, (customer, feature)
+            final_used, final_resets_at = row
+            allowed = [
+                (amount, d["resets_at"])
+                for cus, feat, amount, d in calls
+                if (cus, feat) == (customer, feature) and d["allowed"]
+            ]
+            assert allowed, (customer, feature)  # the check below is not vacuous
+            if feature == "daily":
+                allowed = [(a, r) for a, r in allowed if r == final_resets_at]
+            assert final_used == sum(a for a, _ in allowed), (customer, feature)
 
 
 def test_downgrade_racing_a_new_counter_does_not_leave_a_stale_limit(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from tests.sql.helpers import set_now
 from tests.worker.conftest import add_customers, attempts, enqueue_prompts, jobs
 
 pytestmark = pytest.mark.usefixtures("catalogue")
@@ -56,10 +57,13 @@ def test_concurrent_claims_never_take_the_same_job(
 
 
 def test_a_stale_worker_cannot_finish_a_job(conn: psycopg.Connection) -> None:
+    set_now(conn, "2026-03-10 12:00:00")
     enqueue_prompts(conn, add_customers(conn, 1))
-    ((job_id, token, attempt),) = claim(conn, lease="1 millisecond")
+    ((job_id, token, attempt),) = claim(conn, lease="30 seconds")
     assert attempt == 1
-    conn.execute("SELECT pg_sleep(0.01)")
+    set_now(conn, "2026-03-10 12:00:29")  # the lease still runs: nothing to reap
+    assert conn.execute("SELECT skene.reap_expired_leases()").fetchone() == (0,)
+    set_now(conn, "2026-03-10 12:00:31")
     assert conn.execute("SELECT skene.reap_expired_leases()").fetchone() == (1,)
     assert not finish(conn, job_id, token, "succeeded")  # the old lease is gone
     assert not conn.execute("SELECT skene.extend_lease(%s, %s)", (job_id, token)).fetchone()[0]
@@ -71,14 +75,17 @@ def test_a_stale_worker_cannot_finish_a_job(conn: psycopg.Connection) -> None:
 
 
 def test_a_job_that_keeps_losing_its_lease_ends_dead(conn: psycopg.Connection) -> None:
+    set_now(conn, "2026-03-10 12:00:00")
     enqueue_prompts(conn, add_customers(conn, 1))
-    for _ in range(3):
-        claim(conn, lease="1 millisecond")
-        conn.execute("SELECT pg_sleep(0.01)")
-        conn.execute("SELECT skene.reap_expired_leases(3)")
+    for minute in range(3):
+        set_now(conn, f"2026-03-10 12:{minute:02d}:00")
+        assert len(claim(conn, lease="30 seconds")) == 1
+        set_now(conn, f"2026-03-10 12:{minute:02d}:31")  # the lease has expired
+        assert conn.execute("SELECT skene.reap_expired_leases(3)").fetchone() == (1,)
     (job,) = jobs(conn)
     assert job["state"] == "dead"
     assert job["last_error"].startswith("lost its lease 3 times")
+    assert [a["outcome"] for a in attempts(conn, job["id"])] == ["lost"] * 3
 
 
 def test_finish_rejects_unknown_outcomes_with_a_hint(conn: psycopg.Connection) -> None:
