@@ -15,8 +15,10 @@ from skene_pg.cli.devdb import demo_command, dev_db
 from skene_pg.cli.gate import check
 from skene_pg.cli.jobs import jobs_group
 from skene_pg.cli.listen import listen_command
+from skene_pg.cli.loops import loops_group
 from skene_pg.cli.report import report_command
 from skene_pg.cli.schema import migrate
+from skene_pg.cli.suppressions import suppressions_group
 from skene_pg.cli.templates import templates_group
 
 
@@ -42,6 +44,8 @@ for command in (
     check,
     listen_command,
     jobs_group,
+    loops_group,
+    suppressions_group,
     templates_group,
     billing_group,
     report_command,

@@ -66,11 +66,28 @@ class _PooledClient(HTTPClient):
                 method.upper(), url, body=body, headers=send_headers, timeout=self._timeout
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise RuntimeError(f"request failed: {exc}") from exc  # the SDK wraps it
+            # The SDK wraps anything raised here as a "500 HttpClientError"; our own
+            # exception type lets the provider tell a network failure from a real 500.
+            raise NetworkFailure(_network_reason(url, exc)) from exc
         return resp.data, resp.status, dict(resp.headers)
 
     def clear(self) -> None:
         self._pool.clear()
+
+
+class NetworkFailure(Exception):
+    """The request never got an answer: refused, reset, timed out, no such host."""
+
+
+def _network_reason(url: str, exc: Exception) -> str:
+    cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        what = "connection refused" if "refused" in str(cause).lower() else "cannot connect"
+    elif isinstance(cause, urllib3.exceptions.TimeoutError):
+        what = "timed out"
+    else:
+        what = type(cause).__name__
+    return f"network failure: {what} at {url}"
 
 
 def _retry_after(headers: Mapping[str, str], default: float) -> float:
@@ -128,6 +145,8 @@ class ResendProvider:
                 {"idempotency_key": email.idempotency_key},
             )
         except ResendError as exc:
+            if isinstance(exc.__context__, NetworkFailure):
+                raise TransientEmailError(f"resend {exc.__context__}") from exc
             error = self._classify(exc)
             if error is None:
                 return None

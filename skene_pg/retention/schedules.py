@@ -190,7 +190,7 @@ def _hand_to_worker(
 
 @dataclass(frozen=True)
 class Run:
-    loop: str
+    loop_name: str
     slot: datetime
     state: str
     queued: int
@@ -225,18 +225,7 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
         ).fetchone()
         if done:
             continue
-        with conn.transaction():
-            conn.execute("SELECT skene.retention_turn()")  # waiting is not the run's time
-            conn.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms(timeout)))
-            )
-            row = conn.execute(
-                "SELECT loop_name, slot, state, queued, held_out, error "
-                "FROM skene.run_loop(%s, %s)",
-                (name, slot),
-            ).fetchone()
-        assert row is not None
-        run = Run(*row)
+        run = run_slot(conn, name, slot, timeout)
         runs.append(run)
         log.info(
             "retention loop %s ran for %s: %s",
@@ -246,6 +235,27 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
             extra={"loop": name, "queued": run.queued, "held_out": run.held_out},
         )
     return runs
+
+
+def run_slot(
+    conn: psycopg.Connection, loop: str, slot: datetime | None, segment_timeout: str | None
+) -> Run:
+    """Run one slot of a retention loop (None: this minute) in its own transaction: its
+    turn among retention runs (untimed), then the run under the segment timeout. A
+    slot that ran before returns its first run."""
+    with conn.transaction():
+        conn.execute("SELECT skene.retention_turn()")  # waiting is not the run's time
+        conn.execute(
+            sql.SQL("SET LOCAL statement_timeout = {}").format(
+                sql.Literal(timeout_ms(segment_timeout))
+            )
+        )
+        row = conn.execute(
+            "SELECT loop_name, slot, state, queued, held_out, error FROM skene.run_loop(%s, %s)",
+            (loop, slot),
+        ).fetchone()
+    assert row is not None
+    return Run(*row)
 
 
 def periodic_task() -> PeriodicTask:

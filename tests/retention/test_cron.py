@@ -185,7 +185,9 @@ def test_without_pg_cron_preloaded_apply_hands_the_loops_to_the_worker(
     assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [(None,)]
     assert apply_config(conn, config) == []
     # the worker runs it now
-    assert [(r.loop, r.slot, r.queued) for r in run_due(conn, T0)] == [("dormant_users", T0, 1)]
+    assert [(r.loop_name, r.slot, r.queued) for r in run_due(conn, T0)] == [
+        ("dormant_users", T0, 1)
+    ]
 
 
 def test_when_pg_cron_cannot_be_installed_apply_hands_the_loops_to_the_worker(
@@ -205,4 +207,4 @@ def test_when_pg_cron_cannot_be_installed_apply_hands_the_loops_to_the_worker(
         )
     ]
     assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [(None,)]
-    assert [r.loop for r in run_due(conn, T0)] == ["dormant_users"]
+    assert [r.loop_name for r in run_due(conn, T0)] == ["dormant_users"]

@@ -237,7 +237,7 @@ def test_a_failing_segment_fails_its_run_and_queues_nothing(
     )
     add_loop(conn, "good", "retention", DORMANT)
     customer(conn, "ada", T0 - days(8))
-    runs = {r.loop: r for r in run_due(conn, T0)}
+    runs = {r.loop_name: r for r in run_due(conn, T0)}
     assert runs["bad"].state == "failed"
     assert message in (runs["bad"].error or "")
     assert jobs(conn, "bad") == []

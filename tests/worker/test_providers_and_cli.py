@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 from skene_pg.devdb import free_port
 from skene_pg.email.base import Email, message_id
 from skene_pg.email.outbox import OutboxProvider, file_name
+from skene_pg.email.resend import ResendProvider
 from skene_pg.email.smtp import SmtpProvider
 from tests.worker.conftest import (
     add_customers,
@@ -134,6 +135,21 @@ def test_smtp_refusal_5xx_is_dead_and_connection_refused_is_retried(
     drain(db_url, SmtpProvider("smtp://127.0.0.1:1", timeout=2))  # nothing listens there
     (job,) = jobs(conn)
     assert job["state"] == "retryable" and job["last_error"].startswith("smtp: ")
+
+
+def test_a_refused_connection_to_resend_is_a_network_failure_not_a_500(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    enqueue_prompts(conn, add_customers(conn, 1), max_attempts=5)
+    port = free_port()  # nothing listens there
+    provider = ResendProvider("re_test", api_url=f"http://127.0.0.1:{port}", timeout=2)
+    drain(db_url, provider)
+    (job,) = jobs(conn)
+    assert job["state"] == "retryable"
+    assert job["last_error"] == (
+        f"resend network failure: connection refused at http://127.0.0.1:{port}/emails"
+    )
+    assert "500" not in job["last_error"]
 
 
 @pytest.mark.parametrize(
