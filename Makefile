@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint fmt typecheck bench dev-db clean
+.PHONY: help setup demo test lint fmt typecheck bench schema dev-db clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, 
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.worker_bench
 	$(BIN)/python -m bench.track_bench
+
+schema: $(STAMP) ## Regenerate sql/schema.sql: a fresh database migrated to head, dumped
+	$(BIN)/python -m skene_pg.migrations schema --output sql/schema.sql
 
 dev-db: $(STAMP) ## Start the local development database and print its URL
 	$(BIN)/skene-pg dev-db start

@@ -13,11 +13,13 @@ config = context.config
 
 
 def run_offline() -> None:
+    # transaction=False (upgrade_sql): no BEGIN/COMMIT in the script, for tools that
+    # run it inside their own transaction.
     context.configure(
         dialect_name="postgresql",
         version_table_schema=SCHEMA,
         version_table=VERSION_TABLE,
-        transactional_ddl=True,
+        transactional_ddl=config.attributes.get("transaction", True),
         output_buffer=config.output_buffer,
     )
     with context.begin_transaction():

@@ -12,35 +12,6 @@ from skene_pg import migrations
 from skene_pg.devdb import DevCluster
 
 
-def schema_dump(cluster: DevCluster, url: str) -> str:
-    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    result = subprocess.run(
-        [
-            str(cluster.bindir / "pg_dump"),
-            "--schema-only",
-            "--schema=skene",
-            "--no-owner",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(cluster.port),
-            "-U",
-            "postgres",
-            str(dbname),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    # Leave out what differs between any two dumps: the version header and the
-    # random \restrict token of recent pg_dump releases.
-    return "\n".join(
-        line
-        for line in result.stdout.splitlines()
-        if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict"))
-    )
-
-
 @pytest.fixture
 def empty_db(pg_cluster: DevCluster) -> str:
     with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
@@ -53,12 +24,12 @@ def test_fresh_install_equals_up_down_up(
     pg_cluster: DevCluster, db_url: str, empty_db: str
 ) -> None:
     migrations.upgrade(empty_db)
-    fresh = schema_dump(pg_cluster, empty_db)
+    fresh = migrations.dump_schema(empty_db)
 
     migrations.downgrade(db_url, "base")
     assert migrations.current_revision(db_url) is None
     migrations.upgrade(db_url)
-    again = schema_dump(pg_cluster, db_url)
+    again = migrations.dump_schema(db_url)
 
     assert "CREATE FUNCTION skene.check_and_increment" in fresh
     assert fresh == again
@@ -78,11 +49,11 @@ def test_downgrade_base_leaves_only_the_empty_schema(db_url: str, conn: psycopg.
     assert functions == (0,)
 
 
-def test_migrate_twice_is_a_no_op(pg_cluster: DevCluster, db_url: str) -> None:
-    before = schema_dump(pg_cluster, db_url)
+def test_migrate_twice_is_a_no_op(db_url: str) -> None:
+    before = migrations.dump_schema(db_url)
     migrations.upgrade(db_url)
     assert migrations.current_revision(db_url) == migrations.head_revision()
-    assert schema_dump(pg_cluster, db_url) == before
+    assert migrations.dump_schema(db_url) == before
 
 
 def test_app_alembic_version_table_is_untouched(empty_db: str) -> None:
@@ -114,3 +85,46 @@ def test_offline_sql_is_complete_and_runs_in_psql(pg_cluster: DevCluster, empty_
     )
     assert result.returncode == 0, result.stderr
     assert migrations.current_revision(empty_db) == migrations.head_revision()
+
+
+def skene_schema_exists(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'skene'").fetchone()
+        return row == (1,)
+
+
+def test_offline_sql_without_transaction_leaves_it_to_the_caller(
+    pg_cluster: DevCluster, empty_db: str
+) -> None:
+    """For tools that wrap each migration in their own transaction (Django's RunSQL):
+    no BEGIN/COMMIT of its own, so the caller's ROLLBACK undoes all of it."""
+    script = migrations.upgrade_sql(transaction=False)
+    statements = {line.strip().upper() for line in script.splitlines()}
+    assert not statements & {"BEGIN;", "COMMIT;", "ROLLBACK;"}
+    assert {"BEGIN;", "COMMIT;"} <= {line.strip() for line in migrations.upgrade_sql().splitlines()}
+    assert "BEGIN;" not in migrations.upgrade_sql("0001", transaction=False).splitlines()
+
+    with psycopg.connect(empty_db) as conn:  # psycopg opens the transaction, as Django does
+        conn.execute(script)
+        installed = conn.execute(
+            "SELECT to_regprocedure('skene.check_and_increment(text,text,bigint,text)')"
+        ).fetchone()
+        assert installed is not None and installed[0] is not None
+        assert not skene_schema_exists(empty_db)  # nothing visible outside: not committed
+        conn.rollback()
+    assert not skene_schema_exists(empty_db)
+
+    with psycopg.connect(empty_db) as conn:
+        conn.execute(script)
+        conn.commit()
+    assert migrations.current_revision(empty_db) == migrations.head_revision()
+    assert migrations.dump_schema(empty_db) == migrations.dump_schema(fresh_db(pg_cluster))
+
+
+def fresh_db(cluster: DevCluster) -> str:
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS skene_fresh WITH (FORCE)")
+        conn.execute("CREATE DATABASE skene_fresh")
+    url = cluster.url("skene_fresh")
+    migrations.upgrade(url)
+    return url
