@@ -40,7 +40,7 @@ bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, 
 	$(BIN)/python -m bench.track_bench
 
 schema: $(STAMP) ## Regenerate sql/schema.sql: a fresh database migrated to head, dumped
-	$(BIN)/python -m skene_pg.migrations schema --output sql/schema.sql
+	$(BIN)/python -m skene_pg.schema_files schema --output sql/schema.sql
 
 dev-db: $(STAMP) ## Start the local development database and print its URL
 	$(BIN)/skene-pg dev-db start

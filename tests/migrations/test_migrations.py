@@ -8,7 +8,7 @@ import subprocess
 import psycopg
 import pytest
 
-from skene_pg import migrations
+from skene_pg import migrations, schema_files
 from skene_pg.devdb import DevCluster
 
 
@@ -24,12 +24,12 @@ def test_fresh_install_equals_up_down_up(
     pg_cluster: DevCluster, db_url: str, empty_db: str
 ) -> None:
     migrations.upgrade(empty_db)
-    fresh = migrations.dump_schema(empty_db)
+    fresh = schema_files.dump_schema(empty_db)
 
     migrations.downgrade(db_url, "base")
     assert migrations.current_revision(db_url) is None
     migrations.upgrade(db_url)
-    again = migrations.dump_schema(db_url)
+    again = schema_files.dump_schema(db_url)
 
     assert "CREATE FUNCTION skene.check_and_increment" in fresh
     assert fresh == again
@@ -50,10 +50,10 @@ def test_downgrade_base_leaves_only_the_empty_schema(db_url: str, conn: psycopg.
 
 
 def test_migrate_twice_is_a_no_op(db_url: str) -> None:
-    before = migrations.dump_schema(db_url)
+    before = schema_files.dump_schema(db_url)
     migrations.upgrade(db_url)
     assert migrations.current_revision(db_url) == migrations.head_revision()
-    assert migrations.dump_schema(db_url) == before
+    assert schema_files.dump_schema(db_url) == before
 
 
 def test_app_alembic_version_table_is_untouched(empty_db: str) -> None:
@@ -118,7 +118,7 @@ def test_offline_sql_without_transaction_leaves_it_to_the_caller(
         conn.execute(script)
         conn.commit()
     assert migrations.current_revision(empty_db) == migrations.head_revision()
-    assert migrations.dump_schema(empty_db) == migrations.dump_schema(fresh_db(pg_cluster))
+    assert schema_files.dump_schema(empty_db) == schema_files.dump_schema(fresh_db(pg_cluster))
 
 
 def fresh_db(cluster: DevCluster) -> str:

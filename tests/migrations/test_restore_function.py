@@ -12,8 +12,8 @@ import pytest
 
 from skene_pg import migrations
 from skene_pg.devdb import find_bindir
-from skene_pg.migrations import FunctionNotFound, canonical_signature, latest_definition
 from skene_pg.resources import resource_dir
+from skene_pg.sql_routines import FunctionNotFound, canonical_signature, latest_definition
 
 # Every skene function: its signature as format_type() spells the argument types, its
 # definition, comment and source text.

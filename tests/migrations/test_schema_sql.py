@@ -8,11 +8,11 @@ import difflib
 import psycopg
 import pytest
 
-from skene_pg import migrations
+from skene_pg import migrations, schema_files
 from skene_pg.devdb import DevCluster
 from skene_pg.resources import resource_dir
 
-SCHEMA_SQL = resource_dir("sql") / migrations.SCHEMA_SQL
+SCHEMA_SQL = resource_dir("sql") / schema_files.SCHEMA_SQL
 
 
 def mismatch(committed: str, fresh: str) -> str:
@@ -25,7 +25,7 @@ def mismatch(committed: str, fresh: str) -> str:
 
 def test_schema_sql_is_what_a_fresh_migrate_leaves(pg_cluster: DevCluster) -> None:
     committed = SCHEMA_SQL.read_text()
-    fresh = migrations.fresh_schema_sql(pg_cluster.url("postgres"))
+    fresh = schema_files.fresh_schema_sql(pg_cluster.url("postgres"))
     assert fresh == committed, mismatch(committed, fresh)
     assert f"(revision {migrations.head_revision()})" in committed.splitlines()[0]
     assert "CREATE FUNCTION skene.check_and_increment(" in committed
@@ -51,7 +51,7 @@ def crowded_db(pg_cluster: DevCluster) -> str:
 
 def test_the_dump_shows_the_skene_schema_alone(crowded_db: str) -> None:
     migrations.upgrade(crowded_db)
-    dumped = migrations.dump_schema(crowded_db)
+    dumped = schema_files.dump_schema(crowded_db)
     committed = SCHEMA_SQL.read_text()
     assert committed.endswith(dumped), mismatch(committed, dumped)
     for other in ("pgcrypto", "public.events", "cron.job", "EXTENSION"):
@@ -73,7 +73,7 @@ def test_normalising_drops_pg_dumps_noise_and_nothing_else() -> None:
         "CREATE TABLE skene.t (a integer);\n\n"
         "--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n"
     )
-    assert migrations._normalise_dump(dump) == (
+    assert schema_files._normalise_dump(dump) == (
         "--\n-- PostgreSQL database dump\n--\n\n"
         "--\n-- Name: f(); Type: FUNCTION\n--\n\n"
         f"CREATE FUNCTION skene.f() RETURNS void LANGUAGE plpgsql\n    {body}\n\n"
