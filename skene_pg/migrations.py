@@ -337,7 +337,3 @@ def require_current(
             found,
         )
     return found
-
-
-# ---------------------------------------------------------------------------------
-# sql/schema.sql: the head schema, whole

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import errors
 
 from skene_pg import db, devdb
+from skene_pg.migrations import SchemaMismatch
 
 # Exit codes, the same with and without --json (listed in `skene-pg --help`).
 OK = 0
@@ -92,7 +93,7 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (db.MissingDatabaseURL, devdb.DevDBError) as exc:
+        except (db.MissingDatabaseURL, devdb.DevDBError, SchemaMismatch) as exc:
             raise CommandError(str(exc)) from exc
         except psycopg.Error as exc:
             raise database_error(exc) from exc

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from skene_pg import db
+from skene_pg import db, migrations
 from skene_pg.cli.common import database_url_option, fails_cleanly
 from skene_pg.cli.email_options import email_settings, link_options, templates_option
 from skene_pg.http_server import HttpServer, parse_address
@@ -193,7 +193,7 @@ def listen_command(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _require_protocol(url)
+    require_schema(url)
     where = f" ({Path(outbox_dir).resolve()})" if email_provider == "outbox" else ""
     log.info("email provider: %s%s", email_provider, where)
     worker = build_worker(
@@ -278,12 +278,13 @@ def start_webhook_server(url: str, address: str) -> HttpServer:
     return server
 
 
-def _require_protocol(url: str) -> None:
-    with db.connect(url) as conn:
-        row = conn.execute(
-            "SELECT pg_catalog.to_regprocedure('skene.claim_jobs(text,integer,interval,text[])')"
-        ).fetchone()
-    if not row or row[0] is None:
-        raise click.ClickException(
-            "the skene schema has no job queue yet: run `skene-pg migrate` (revision 0002 or later)"
+def require_schema(url: str) -> None:
+    """Refuse to start on a schema older than this code needs (run `skene-pg migrate`);
+    a newer one (a deploy rolling out) only warns."""
+    found = migrations.require_current(url, allow_newer=True)
+    if found.newer_than_code:
+        log.warning(
+            "the skene schema is at %s, newer than this skene-pg (%s): upgrade skene-pg",
+            found.current,
+            found.head,
         )
