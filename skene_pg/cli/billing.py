@@ -22,7 +22,7 @@ def billing_group() -> None:
 
     \b
     Examples:
-      skene-pg billing reconcile        # schedule it daily
+      skene-pg billing reconcile        # now; `skene-pg listen` does it daily
       skene-pg billing link cus_42 cus_NffrFeUfNV2Hib
     """
 
@@ -34,11 +34,12 @@ def billing_reconcile(database_url: str | None) -> None:
     """Queue a re-sync of every linked Stripe customer (once per customer a day).
 
     The worker (`skene-pg listen` with STRIPE_API_KEY) re-fetches each subscription
-    and applies it, catching webhooks that were lost.
+    and applies it, catching webhooks that were lost. It also queues this itself once
+    a day, across all workers: run it by hand only to re-sync now.
 
     \b
     Example:
-      skene-pg billing reconcile      # e.g. daily from cron
+      skene-pg billing reconcile
     """
     with db.connect(db.require_url(database_url), autocommit=True) as conn:
         queued, linked = queries.enqueue_reconcile(conn)

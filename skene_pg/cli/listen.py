@@ -244,17 +244,25 @@ def build_worker(
     worker_settings: WorkerSettings,
 ) -> Worker:
     """The worker with every feature registered: email (its handler), billing (the
-    Stripe handlers, when STRIPE_API_KEY is set) and retention (its schedules)."""
+    Stripe handlers and the daily reconcile, when STRIPE_API_KEY is set), retention
+    (its schedules) and the daily housekeeping."""
+    from skene_pg import housekeeping
     from skene_pg.billing import registry as billing
     from skene_pg.email.handler import EmailHandler
     from skene_pg.email.templates import TemplateRenderer
     from skene_pg.retention import schedules
 
+    stripe_api_key = os.environ.get("STRIPE_API_KEY")
     handlers = [
         EmailHandler(provider, TemplateRenderer(templates_dir), settings),
-        *billing.handlers(os.environ.get("STRIPE_API_KEY"), os.environ.get("STRIPE_API_URL")),
+        *billing.handlers(stripe_api_key, os.environ.get("STRIPE_API_URL")),
     ]
-    return Worker(url, handlers, worker_settings, periodic=[schedules.periodic_task()])
+    periodic = [
+        schedules.periodic_task(),
+        *billing.periodic_tasks(stripe_api_key),
+        housekeeping.periodic_task(),
+    ]
+    return Worker(url, handlers, worker_settings, periodic=periodic)
 
 
 def start_webhook_server(url: str, address: str) -> HttpServer:

@@ -11,10 +11,12 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 
-from skene_pg.config.model import SkeneConfig
+from skene_pg.config.model import SkeneConfig, duration_text
 
 Action = Literal["create", "update", "delete"]
-Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan", "schedule"]
+Kind = Literal[
+    "plan", "price", "feature", "limit", "loop", "default_plan", "schedule", "housekeeping"
+]
 Statement = tuple[str, tuple[Any, ...]]
 
 
@@ -47,6 +49,7 @@ class _Catalogue:
     features: dict[str, dict[str, Any]]  # feature -> period, soft, meter, match
     limits: dict[tuple[str, str], int | None]  # (feature, plan) -> limit
     loops: dict[str, dict[str, Any]]  # name -> type, feature, config, enabled
+    keep_finished: int | None  # seconds; None: no settings row
 
 
 def _read(conn: psycopg.Connection) -> _Catalogue:
@@ -71,7 +74,11 @@ def _read(conn: psycopg.Connection) -> _Catalogue:
         row[0]: dict(zip(("type", "feature", "config", "enabled"), row[1:], strict=True))
         for row in conn.execute("SELECT name, type, feature, config, enabled FROM skene.loops")
     }
-    return _Catalogue(plans, prices, default, features, limits, loops)
+    row = conn.execute(
+        "SELECT extract(epoch FROM keep_finished)::bigint FROM skene.housekeeping_settings"
+    ).fetchone()
+    keep_finished = int(row[0]) if row else None
+    return _Catalogue(plans, prices, default, features, limits, loops, keep_finished)
 
 
 def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
@@ -88,6 +95,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
         *_feature_steps(now, config),
         *_limit_steps(now, config, set(gone_plans)),
         *_loop_steps(now, config),
+        *_housekeeping_steps(now, config),
         *[
             _delete(
                 "feature",
@@ -416,6 +424,38 @@ def _loop_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
                 )
             )
     return steps
+
+
+def _housekeeping_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
+    """[housekeeping] into the one settings row; leaving it out means the defaults."""
+    wanted = config.housekeeping.keep_finished
+    if now.keep_finished == wanted:
+        return []
+    detail = (
+        duration_text(wanted)
+        if now.keep_finished is None
+        else f"{duration_text(now.keep_finished)} -> {duration_text(wanted)}"
+    )
+    return [
+        (
+            Change(
+                "create" if now.keep_finished is None else "update",
+                "housekeeping",
+                "keep_finished",
+                detail,
+            ),
+            [
+                (
+                    # whole days stay days ("30 days", not "720:00:00") for whoever reads it
+                    "INSERT INTO skene.housekeeping_settings AS s (keep_finished) "
+                    "VALUES (pg_catalog.make_interval(days => %s, secs => %s)) "
+                    "ON CONFLICT ON CONSTRAINT housekeeping_settings_pkey DO UPDATE "
+                    "SET keep_finished = excluded.keep_finished, updated_at = pg_catalog.now()",
+                    (wanted // 86400, wanted % 86400),
+                )
+            ],
+        )
+    ]
 
 
 def _limit(limit: int | None) -> str:

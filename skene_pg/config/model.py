@@ -41,6 +41,15 @@ def duration_seconds(value: str) -> int | None:
     return int(found[1]) * DURATION_SECONDS[found[2][0]] if found else None
 
 
+def duration_text(seconds: int) -> str:
+    """Seconds in the largest whole unit, as skene.toml would say it: "30 days"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 # --------------------------------------------------------------------------------
 # What a valid file becomes
 # --------------------------------------------------------------------------------
@@ -72,6 +81,18 @@ class LoopSpec:
     enabled: bool = True
 
 
+# [housekeeping] keep_finished: how long finished jobs, processed billing events and
+# loop runs are kept. At least a day: today's dedupe keys (the daily reconcile's) must
+# outlive the day.
+KEEP_FINISHED_DEFAULT = 30 * 86400
+KEEP_FINISHED_MINIMUM = 86400
+
+
+@dataclass(frozen=True)
+class HousekeepingSpec:
+    keep_finished: int = KEEP_FINISHED_DEFAULT  # seconds
+
+
 @dataclass(frozen=True)
 class SkeneConfig:
     default_plan: str
@@ -79,6 +100,7 @@ class SkeneConfig:
     features: tuple[FeatureSpec, ...]
     loops: tuple[LoopSpec, ...]
     source: Path
+    housekeeping: HousekeepingSpec = HousekeepingSpec()
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,19 @@ from skene_pg.config.loops import LoopChecks
 from skene_pg.config.model import (
     FEATURE_NAME,
     HTTP_METHODS,
+    KEEP_FINISHED_MINIMUM,
     MAX_BIGINT,
     PLAN_NAME,
     UNLIMITED,
     ConfigError,
     FeatureSpec,
     FieldPath,
+    HousekeepingSpec,
     PlanSpec,
     Problem,
     SkeneConfig,
     describe,
+    duration_text,
     is_period,
     names_of,
 )
@@ -51,10 +54,16 @@ def load_config(path: Path) -> SkeneConfig:
 
 
 class DocumentChecker(LoopChecks):
-    """The whole file: default plan, plans, features (limits, match), then loops."""
+    """The whole file: default plan, plans, features (limits, match), loops, then
+    housekeeping."""
 
     def document(self, data: dict) -> SkeneConfig | None:
-        self.table(data, (), required=("default_plan", "plans"), optional=("features", "loops"))
+        self.table(
+            data,
+            (),
+            required=("default_plan", "plans"),
+            optional=("features", "loops", "housekeeping"),
+        )
         plans = self.plans(data["plans"]) if "plans" in data else ()
         plan_names = tuple(p.name for p in plans)
         default = data.get("default_plan", "")
@@ -71,9 +80,31 @@ class DocumentChecker(LoopChecks):
             )
         features = self.features(data.get("features", {}), plan_names)
         loops = self.loops(data.get("loops", []), tuple(f.name for f in features))
+        housekeeping = self.housekeeping(data.get("housekeeping", {}))
         if self.problems:
             return None
-        return SkeneConfig(default, plans, features, loops, self.file)
+        return SkeneConfig(default, plans, features, loops, self.file, housekeeping)
+
+    def housekeeping(self, value: Any) -> HousekeepingSpec:
+        path: FieldPath = ("housekeeping",)
+        if self.table(value, path, optional=("keep_finished",)) is None:
+            return HousekeepingSpec()
+        if "keep_finished" not in value:
+            return HousekeepingSpec()
+        where = (*path, "keep_finished")
+        seconds = self.duration(value["keep_finished"], where)
+        if seconds is None:
+            return HousekeepingSpec()
+        if seconds < KEEP_FINISHED_MINIMUM:
+            self.report(
+                where,
+                f"{describe(value['keep_finished'])} is shorter than "
+                f"{duration_text(KEEP_FINISHED_MINIMUM)}, the least finished work is kept "
+                "(a day's dedupe keys, e.g. the daily reconcile's, must outlive the day); "
+                'use e.g. "30 days"',
+            )
+            return HousekeepingSpec()
+        return HousekeepingSpec(seconds)
 
     def plans(self, value: Any) -> tuple[PlanSpec, ...]:
         if self.mapping(value, ("plans",), "a table of plans ([plans.free], ...)") is None:

@@ -33,12 +33,22 @@ def lift(rows: list[tuple[Any, ...]]) -> dict[str, Decimal | None]:
 
 
 def run_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Per loop: runs, failed, queued, held out (the runs housekeeping deleted
+    included, from skene.loop_run_totals), the newest slot and its error."""
     return conn.execute(
-        "SELECT r.loop_name, count(*), count(*) FILTER (WHERE r.state = 'failed'), "
-        "       sum(r.queued), sum(r.held_out), max(r.slot), "
-        "       (SELECT x.error FROM skene.loop_runs x WHERE x.loop_name = r.loop_name "
+        "WITH counted AS ("
+        "  SELECT r.loop_name, count(*) AS runs, count(*) FILTER (WHERE r.state = 'failed') "
+        "         AS failed, sum(r.queued) AS queued, sum(r.held_out) AS held_out, "
+        "         max(r.slot) AS last_slot "
+        "    FROM skene.loop_runs r GROUP BY r.loop_name "
+        "  UNION ALL "
+        "  SELECT t.loop_name, t.runs, t.failed, t.queued, t.held_out, NULL "
+        "    FROM skene.loop_run_totals t) "
+        "SELECT c.loop_name, sum(c.runs)::bigint, sum(c.failed)::bigint, "
+        "       sum(c.queued)::bigint, sum(c.held_out)::bigint, max(c.last_slot), "
+        "       (SELECT x.error FROM skene.loop_runs x WHERE x.loop_name = c.loop_name "
         "         ORDER BY x.slot DESC LIMIT 1) "
-        "  FROM skene.loop_runs r GROUP BY r.loop_name ORDER BY r.loop_name"
+        "  FROM counted c GROUP BY c.loop_name ORDER BY c.loop_name"
     ).fetchall()
 
 

@@ -200,7 +200,8 @@ class Run:
 
 def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
     """Run each retention loop that pg_cron does not run, for its latest slot at or
-    before `now` (default: skene.now()) if that slot has not run yet. Each run is its
+    before `now` (default: skene.now()) unless a run of that slot or a later one
+    exists. Each run is its
     own transaction, so a failing loop leaves the others alone. Safe to call from any
     number of workers at once."""
     if now is None:
@@ -220,8 +221,12 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
             continue
         if slot is None:
             continue
+        # A run of this slot or a later one (by hand) covers it. "Or later" also keeps
+        # an old slot from running again once housekeeping deleted its run: it keeps
+        # each loop's newest run.
         done = conn.execute(
-            "SELECT 1 FROM skene.loop_runs WHERE loop_name = %s AND slot = %s", (name, slot)
+            "SELECT 1 FROM skene.loop_runs WHERE loop_name = %s AND slot >= %s LIMIT 1",
+            (name, slot),
         ).fetchone()
         if done:
             continue
