@@ -266,9 +266,14 @@ def new_body(definition: str, marker: str, tag: str) -> str:
     )
 
 
+HEAD = migrations.head_revision()
+NEXT = f"{int(HEAD) + 1:04d}"
+AFTER_NEXT = f"{int(HEAD) + 2:04d}"
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> Path:
-    """The real chain plus 0005 and 0006, each giving skene.check a new body; their
+    """The real chain plus two new revisions after its head, each giving skene.check a new body; their
     downgrades call restore_function."""
     root = tmp_path / "chain"
     shutil.copytree(resource_dir("sql"), root / "sql")
@@ -278,7 +283,7 @@ def chain(tmp_path: Path) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     original = migrations.function_definition(SIGNATURE)
-    for rev, down, tag in (("0005", "0004", "$fn$"), ("0006", "0005", "$body$")):
+    for rev, down, tag in ((NEXT, HEAD, "$fn$"), (AFTER_NEXT, NEXT, "$body$")):
         (root / "sql" / f"{rev}_check.up.sql").write_text(
             f"-- {rev}: skene.check gets a new body\n\n" + new_body(original, f"body of {rev}", tag)
         )
@@ -291,29 +296,29 @@ def chain(tmp_path: Path) -> Path:
 def test_a_new_revision_changes_a_function_and_its_downgrade_restores_it(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
-    states = {"0004": definition_of(conn, SIGNATURE)}
-    for rev in ("0005", "0006"):
+    states = {HEAD: definition_of(conn, SIGNATURE)}
+    for rev in (NEXT, AFTER_NEXT):
         migrations.upgrade(db_url, rev, root=chain)
         states[rev] = definition_of(conn, SIGNATURE)
         assert f"-- body of {rev}" in states[rev][0]
         assert states[rev][1] == f"body of {rev}"
-    assert "$fn$" in (chain / "sql" / "0005_check.up.sql").read_text()
+    assert "$fn$" in (chain / "sql" / f"{NEXT}_check.up.sql").read_text()
 
-    migrations.downgrade(db_url, "0005", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0005"]
-    migrations.downgrade(db_url, "0004", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0004"]
-    assert migrations.current_revision(db_url) == "0004"
+    migrations.downgrade(db_url, NEXT, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[NEXT]
+    migrations.downgrade(db_url, HEAD, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[HEAD]
+    assert migrations.current_revision(db_url) == HEAD
 
 
 def test_restore_function_in_offline_sql(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
     original = definition_of(conn, SIGNATURE)
-    migrations.upgrade(db_url, "0006", root=chain)
+    migrations.upgrade(db_url, AFTER_NEXT, root=chain)
 
-    script = migrations.downgrade_sql("0006", "0004", root=chain)
-    v5 = (chain / "sql" / "0005_check.up.sql").read_text()
+    script = migrations.downgrade_sql(AFTER_NEXT, HEAD, root=chain)
+    v5 = (chain / "sql" / f"{NEXT}_check.up.sql").read_text()
     assert v5[v5.index("CREATE OR REPLACE") : v5.index("\nCOMMENT")] in script
     assert migrations.function_definition(SIGNATURE) in script
     result = subprocess.run(
@@ -324,4 +329,4 @@ def test_restore_function_in_offline_sql(
     )
     assert result.returncode == 0, result.stderr
     assert definition_of(conn, SIGNATURE) == original
-    assert migrations.current_revision(db_url) == "0004"
+    assert migrations.current_revision(db_url) == HEAD
