@@ -1,4 +1,14 @@
-"""Database connections: the only place that opens them."""
+"""Database connections: the only place that opens them.
+
+Every connection is safe behind a transaction pooler (PgBouncer in transaction mode,
+and the poolers of managed databases): nothing here relies on the session outliving
+a transaction. A pooler hands each transaction to whichever server process is free,
+so psycopg's automatic server-side prepared statements (a query is prepared after 5
+runs) land on a server process this connection may never see again: its next run
+fails where the statement is missing (26000), its next prepare fails where another
+client's statement has the name (42P05), or it runs that other client's statement.
+So nothing is prepared on the server unless the caller asks for it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +31,41 @@ def require_url(url: str | None) -> str:
     return url
 
 
-def connect(url: str, *, autocommit: bool = False, **kwargs: object) -> psycopg.Connection:
-    """A psycopg connection; `url` is a postgresql:// URL or a libpq key=value string."""
-    return psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME, **kwargs)  # type: ignore[arg-type]
+def connect(
+    url: str,
+    *,
+    autocommit: bool = False,
+    prepare_threshold: int | None = None,
+    **kwargs: object,
+) -> psycopg.Connection:
+    """A psycopg connection; `url` is a postgresql:// URL or a libpq key=value string.
+
+    `prepare_threshold`: None (the default) never prepares statements on the server,
+    which is what a transaction pooler needs; a number opts in (psycopg prepares a
+    query after that many runs), for a direct connection that runs one query a lot.
+    `application_name` (default "skene-pg") travels in the startup packet, where a
+    pooler keeps it per client, rather than being SET on a session it may share.
+    """
+    kwargs.setdefault("application_name", APPLICATION_NAME)
+    return psycopg.connect(
+        url,
+        autocommit=autocommit,
+        prepare_threshold=prepare_threshold,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def through_pooler(conn: psycopg.Connection) -> bool:
+    """Is this connection to a pooler rather than to a server process of its own?
+
+    At the start of a connection PostgreSQL sends the process id of the server
+    process that serves it (with the cancel key). A pooler cannot: the client may be
+    served by any of its server connections, so it makes up its own (PgBouncer:
+    random). Asking the server which process ran a query tells them apart in one
+    round trip, whatever the ports or host names in between, and unlike comparing
+    two transactions' process ids it does not depend on the pooler's current load.
+    A pooler in session mode is reported too: LISTEN would work there, but nothing
+    on the wire says which mode it runs in.
+    """
+    row = conn.execute("SELECT pg_catalog.pg_backend_pid()").fetchone()
+    return row is not None and row[0] != conn.info.backend_pid

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from skene_pg import db, migrations
-from skene_pg.cli.common import database_url_option, fails_cleanly
+from skene_pg.cli.common import CommandError, database_url_option, fails_cleanly
 from skene_pg.cli.email_options import email_settings, link_options, templates_option
 from skene_pg.http_server import HttpServer, parse_address
-from skene_pg.jobs.worker import Worker, WorkerSettings
+from skene_pg.jobs.worker import Worker, WorkerCrashed, WorkerSettings
 from skene_pg.logs import setup_logging
 
 log = logging.getLogger("skene_pg.worker")
@@ -23,6 +25,15 @@ log = logging.getLogger("skene_pg.worker")
 
 @click.command("listen")
 @database_url_option
+@click.option(
+    "--listen-database-url",
+    envvar="SKENE_LISTEN_DATABASE_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="A direct connection (not through PgBouncer or another pooler) used only "
+    "to LISTEN for new jobs; everything else goes through --database-url. Without "
+    "it, a pooled --database-url means polling only (a warning says so).",
+)
 @click.option(
     "--email-provider",
     type=click.Choice(["resend", "smtp", "outbox"]),
@@ -135,6 +146,7 @@ log = logging.getLogger("skene_pg.worker")
 @fails_cleanly
 def listen_command(
     database_url: str | None,
+    listen_database_url: str | None,
     email_provider: str,
     email_from: str | None,
     app_url: str | None,
@@ -159,7 +171,9 @@ def listen_command(
     lease, sends --concurrency at a time, retries failures with exponential backoff,
     honours a 429's Retry-After, and sends a permanent error (bad address, 4xx) to
     `dead` with its reason. SIGTERM stops claiming and lets running sends finish. Several
-    workers may run at once.
+    workers may run at once. Through PgBouncer in transaction mode, give it a direct
+    --listen-database-url for LISTEN. If one of its threads dies of an unexpected
+    error, it stops and exits 1, naming the thread.
 
     Secrets come from the environment only: RESEND_API_KEY (and RESEND_API_URL),
     SKENE_SMTP_URL (smtp://user:password@host:587, or smtps://), and
@@ -174,12 +188,19 @@ def listen_command(
       RESEND_API_KEY=re_... skene-pg listen --email-provider resend \\
           --email-from 'Acme <hello@acme.com>' --app-url https://app.acme.com
       skene-pg listen --drain                           # send what is due, then exit
+      SKENE_DATABASE_URL=postgresql://app@pgbouncer:6432/app \\
+      SKENE_LISTEN_DATABASE_URL=postgresql://app@db:5432/app skene-pg listen
     """
     from skene_pg.email import make_provider
     from skene_pg.email.base import ConfigError
 
     setup_logging(log_level, log_json)
     url = db.require_url(database_url)
+    if listen_database_url:
+        try:
+            conninfo_to_dict(listen_database_url)
+        except psycopg.ProgrammingError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen-database-url") from exc
     try:
         settings = email_settings(email_provider, email_from, app_url, upgrade_url, unsubscribe_url)
         provider = make_provider(
@@ -208,6 +229,7 @@ def listen_command(
             drain=drain,
             retry_base=retry_base,
         ),
+        listen_url=listen_database_url or None,
     )
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -221,6 +243,8 @@ def listen_command(
     server = start_webhook_server(url, http_address) if http_address else None
     try:
         stats = worker.run()
+    except WorkerCrashed as exc:  # logged with its traceback by the worker
+        raise CommandError(f"{exc}; stopped") from exc
     finally:
         if server is not None:
             server.stop()
@@ -242,10 +266,12 @@ def build_worker(
     settings: Any,
     templates_dir: Path | None,
     worker_settings: WorkerSettings,
+    listen_url: str | None = None,
 ) -> Worker:
     """The worker with every feature registered: email (its handler), billing (the
     Stripe handlers and the daily reconcile, when STRIPE_API_KEY is set), retention
-    (its schedules) and the daily housekeeping."""
+    (its schedules) and the daily housekeeping. `listen_url`: a direct connection for
+    LISTEN, when `url` goes through a pooler."""
     from skene_pg import housekeeping
     from skene_pg.billing import registry as billing
     from skene_pg.email.handler import EmailHandler
@@ -262,7 +288,7 @@ def build_worker(
         *billing.periodic_tasks(stripe_api_key),
         housekeeping.periodic_task(),
     ]
-    return Worker(url, handlers, worker_settings, periodic=periodic)
+    return Worker(url, handlers, worker_settings, periodic=periodic, listen_url=listen_url)
 
 
 def start_webhook_server(url: str, address: str) -> HttpServer:

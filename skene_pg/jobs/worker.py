@@ -9,7 +9,16 @@ Threads, each with one job:
   and extends the leases of running jobs every lease/3;
 - the listener holds the one LISTEN connection (TCP keepalives, reconnect with backoff)
   and only wakes the main thread: the table is the truth, a missed NOTIFY only adds
-  the poll interval's latency.
+  the poll interval's latency. It LISTENs on `listen_url` when given (a direct
+  connection, while everything else goes through a pooler); otherwise on the
+  database URL, unless that turns out to be a pooler (db.through_pooler), where
+  LISTEN hears nothing: then it says so once and the worker only polls.
+
+A thread that dies of an error it does not handle (anything but a lost connection)
+stops the whole worker, which then raises WorkerCrashed naming the thread: a worker
+without its bookkeeper would send and never record it (every job sent again and
+again, then dead), one without its listener would never hear a job. Better no
+process, which a supervisor restarts and an operator sees, than a half-alive one.
 
 A SIGKILLed worker's jobs come back when their lease expires (the reaper runs on every
 poll of every worker); the job's idempotency key makes the re-send a no-op at the
@@ -27,7 +36,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +105,26 @@ class _Backoff:
 _STOP = object()
 
 
+class WorkerCrashed(RuntimeError):
+    """A thread of the worker died of an error it does not handle, so the worker
+    stopped. `thread` names it (skene-bookkeeper, skene-listener, skene-send_N, main)."""
+
+    def __init__(self, thread: str, error: BaseException):
+        super().__init__(f"the worker's {thread} thread died: {_one_line(error)}")
+        self.thread = thread
+        self.error = error
+
+
+def _one_line(error: BaseException) -> str:
+    """`Class: message` on one line (a database error's primary message, without the
+    query position and hint psycopg appends)."""
+    message = str(error).strip()
+    if isinstance(error, psycopg.Error) and error.diag.message_primary:
+        message = error.diag.message_primary
+    first = message.splitlines()[0] if message else ""
+    return f"{type(error).__name__}: {scrub(first)}"
+
+
 class Worker:
     def __init__(
         self,
@@ -103,8 +132,10 @@ class Worker:
         handlers: Sequence[Handler],
         settings: WorkerSettings | None = None,
         periodic: Sequence[PeriodicTask] = (),
+        listen_url: str | None = None,
     ):
         self.url = database_url
+        self.listen_url = listen_url  # a direct connection for LISTEN; None: database_url
         self.settings = settings or WorkerSettings()
         if self.settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -129,6 +160,8 @@ class Worker:
         self._next_due = math.inf  # monotonic time of the earliest retry we scheduled
         self._finishes: queue_lib.Queue[Any] = queue_lib.Queue()
         self.listening = threading.Event()  # set while the LISTEN connection is up
+        self.polling_only = threading.Event()  # set when LISTEN was given up for a pooler
+        self._crash: tuple[str, BaseException] | None = None  # the first thread that died
 
     # -- public ------------------------------------------------------------------
     @property
@@ -151,15 +184,21 @@ class Worker:
             s.lease,
             s.poll_interval,
         )
-        bookkeeper = threading.Thread(target=self._bookkeeper, name="skene-bookkeeper", daemon=True)
+        bookkeeper = threading.Thread(
+            target=self._guarded, args=(self._bookkeeper,), name="skene-bookkeeper", daemon=True
+        )
         bookkeeper.start()
         listener = None
         if not s.drain:
-            listener = threading.Thread(target=self._listener, name="skene-listener", daemon=True)
+            listener = threading.Thread(
+                target=self._guarded, args=(self._listener,), name="skene-listener", daemon=True
+            )
             listener.start()
         pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="skene-send")
         try:
             self._main_loop(pool)
+        except Exception as exc:
+            self._died("main", exc)
         finally:
             self._stopping.set()
             pool.shutdown(wait=True)  # running sends finish
@@ -170,23 +209,48 @@ class Worker:
             for handler in self.handlers.values():
                 handler.close()
             log.info("worker %s stopped: %s", self.name, self.stats.as_dict())
+        if self._crash is not None:
+            thread, error = self._crash
+            raise WorkerCrashed(thread, error) from error
         return self.stats
 
+    # -- threads that die ----------------------------------------------------------
+    def _guarded(self, work: Callable[..., None], *args: Any) -> None:
+        """A thread's work; an error it lets through stops the whole worker."""
+        try:
+            work(*args)
+        except BaseException as exc:
+            self._died(threading.current_thread().name, exc)
+
+    def _died(self, thread: str, exc: BaseException) -> None:
+        with self._lock:
+            if self._crash is None:
+                self._crash = (thread, exc)
+        log.critical(
+            "thread %s died (%s): stopping the worker; running sends finish, and a job "
+            "whose outcome is not recorded runs again when its lease expires",
+            thread,
+            _one_line(exc),
+            exc_info=exc,
+        )
+        self.stop()
+
     # -- connections ---------------------------------------------------------------
-    def _connect(self, purpose: str) -> psycopg.Connection:
-        conn = db.connect(
-            self.url,
+    def _connect(self, purpose: str, url: str | None = None) -> psycopg.Connection:
+        """Autocommit: every statement is its own transaction, so any server process
+        of a pooler may run it. The name shown in pg_stat_activity goes in the startup
+        packet (a pooler restores it for each transaction it hands us), not in a SET
+        that would stay behind on a shared server process."""
+        return db.connect(
+            url or self.url,
             autocommit=True,
+            application_name=f"skene-pg {purpose}",
             connect_timeout=10,
             keepalives=1,
             keepalives_idle=30,
             keepalives_interval=10,
             keepalives_count=3,
         )
-        conn.execute(
-            "SELECT pg_catalog.set_config('application_name', %s, false)", (f"skene-pg {purpose}",)
-        )
-        return conn
 
     @staticmethod
     def _close(conn: psycopg.Connection | None) -> None:
@@ -300,7 +364,7 @@ class Worker:
             # reaper returns them, so nothing is lost.
             contexts.update(self.handlers[kind].prepare(conn, kind_jobs))
         for job in jobs:
-            pool.submit(self._run_one, job, contexts.get(job.id))
+            pool.submit(self._guarded, self._run_one, job, contexts.get(job.id))
 
     # -- sender threads --------------------------------------------------------------
     def _run_one(self, job: q.Job, context: Any) -> None:
@@ -471,10 +535,16 @@ class Worker:
     # -- listener --------------------------------------------------------------------
     def _listener(self) -> None:
         backoff = _Backoff(cap=self.settings.reconnect_max)
+        checked = False  # whether the LISTEN connection was checked for a pooler
         while not self._stopping.is_set():
             conn: psycopg.Connection | None = None
             try:
-                conn = self._connect("listen")
+                conn = self._connect("listen", self.listen_url)
+                if not checked:
+                    checked = True
+                    if not self._may_listen(conn):
+                        self.polling_only.set()
+                        return
                 conn.execute(f"LISTEN {q.CHANNEL}")
                 self.listening.set()
                 backoff.reset()
@@ -494,6 +564,29 @@ class Worker:
             finally:
                 self.listening.clear()
                 self._close(conn)
+
+    def _may_listen(self, conn: psycopg.Connection) -> bool:
+        """False when LISTEN would go through a pooler nobody vouched for: in
+        transaction mode the LISTEN lands on a server process that serves other
+        clients next, and notifications never reach us (PgBouncer drops them)."""
+        if not db.through_pooler(conn):
+            return True
+        if self.listen_url is not None:
+            log.warning(
+                "the LISTEN database URL (SKENE_LISTEN_DATABASE_URL) goes through a "
+                "connection pooler: notifications arrive only if it runs in session mode; "
+                "new jobs are picked up by polling every %.1fs otherwise",
+                self.settings.poll_interval,
+            )
+            return True
+        log.warning(
+            "the database URL goes through a connection pooler (PgBouncer or similar), "
+            "where LISTEN hears no notifications: not listening, polling every %.1fs "
+            "instead. Set SKENE_LISTEN_DATABASE_URL (--listen-database-url) to a direct "
+            "connection to pick up new jobs at once",
+            self.settings.poll_interval,
+        )
+        return False
 
     def _notified(self) -> None:
         self._signals += 1

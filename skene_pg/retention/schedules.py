@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from skene_pg import db
 from skene_pg.config.model import SkeneConfig, duration_seconds
 from skene_pg.jobs.kinds import PeriodicTask
 from skene_pg.retention.cron import Schedule
@@ -74,7 +75,7 @@ def _cron_connect(conn: psycopg.Connection, database: str) -> psycopg.Connection
     params["dbname"] = database
     if conn.info.password:
         params["password"] = conn.info.password
-    return psycopg.connect(make_conninfo(**params), autocommit=True)
+    return db.connect(make_conninfo(**params), autocommit=True)
 
 
 def _has_cron_extension(cron: psycopg.Connection) -> bool:

@@ -275,3 +275,11 @@ def test_drain_to_outbox_is_the_demo_in_one_call(
     assert counts["succeeded"] == 1
     (eml,) = tmp_path.glob("*.eml")
     assert b"You've reached your api_calls limit" in eml.read_bytes()
+
+
+def test_a_malformed_listen_url_is_a_usage_error_at_start(db_url: str) -> None:
+    env = cli_env(SKENE_LISTEN_DATABASE_URL="host=127.0.0.1 no_such_option=1")
+    result = skene_pg("listen", "--database-url", db_url, env=env)
+    assert result.returncode == 2
+    assert "--listen-database-url" in result.stderr and "no_such_option" in result.stderr
+    assert "Traceback" not in result.stderr
