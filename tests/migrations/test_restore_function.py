@@ -273,8 +273,8 @@ AFTER_NEXT = f"{int(HEAD) + 2:04d}"
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Path:
-    """The real chain plus two new revisions after its head, each giving skene.check a new body; their
-    downgrades call restore_function."""
+    """The real chain plus two new revisions after its head, each giving skene.check a
+    new body; their downgrades call restore_function."""
     root = tmp_path / "chain"
     shutil.copytree(resource_dir("sql"), root / "sql")
     shutil.copytree(
