@@ -1,4 +1,4 @@
--- skene-pg 0005: least privilege and hostile input.
+-- skene-pg 0006: least privilege and hostile input.
 -- A role per trust level (skene_billing for whatever changes plans), the worker's
 -- functions runnable by the worker, retention segments refused when their search_path
 -- holds schemas other roles control, and every public function checking the length
@@ -67,7 +67,7 @@ $$;
 COMMENT ON FUNCTION skene.text_problem(text, integer, text) IS 'What is wrong with an id (kind id), a display name (label) or a key (opaque): empty, too long, control character, blank, whitespace; NULL when nothing; internal';
 
 -- Raise 22023 for what text_problem finds, naming the value and the rule broken.
--- `noun` completes "must be a non-empty ...", as the messages before 0005 read.
+-- `noun` completes "must be a non-empty ...", as the messages before 0006 read.
 CREATE FUNCTION skene.require_text(what text, value text, max_length integer, hint text,
                                    kind text DEFAULT 'id', noun text DEFAULT 'string')
 RETURNS void
