@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from tests.retention.conftest import T0, days
+from tests.retention.conftest import T0, days, set_now
 
 
 def _last(conn: psycopg.Connection, customer_id: str):  # type: ignore[no-untyped-def]
@@ -25,6 +25,7 @@ def test_track_registers_and_keeps_the_latest_activity(catalogue: psycopg.Connec
     ).fetchone() == ("free", T0)
     conn.execute("SELECT skene.track('ada', 'import', '{}', %s)", (T0 - days(3),))  # backfill
     assert _last(conn, "ada") == T0
+    set_now(conn, T0 + days(1))  # a time ahead of the clock would count as now
     conn.execute("SELECT skene.track('ada', 'login', '{\"a\": 1}', %s)", (T0 + days(1),))
     assert _last(conn, "ada") == T0 + days(1)
     # no milestone counts this event: nothing kept per event
@@ -45,6 +46,7 @@ def test_activity_within_the_resolution_only_reads_the_row(
             ).fetchone()[0]
         )
 
+    set_now(conn, T0 + timedelta(seconds=61))  # the times below are not ahead of the clock
     conn.execute("SELECT skene.track('ada', 'login', '{}', %s)", (T0,))
     written = row_versions()
     conn.execute("SELECT skene.track('ada', 'click', '{}', %s)", (T0 + timedelta(seconds=59),))

@@ -4,10 +4,12 @@ database."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.sql.helpers import set_now
 
@@ -76,3 +78,31 @@ def connections(
         return opened
 
     return _open
+
+
+@pytest.fixture
+def login_as(
+    conn: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> Iterator[Callable[[str], psycopg.Connection]]:
+    """A connection as a new LOGIN role that is a member of one of skene's roles, as a
+    deployment grants them (`GRANT skene_billing TO backoffice`). Its clock is the real
+    one: only a superuser's session may move skene's. The roles are cluster-wide, so
+    they are dropped afterwards."""
+    made: list[tuple[str, psycopg.Connection]] = []
+
+    def _login(group: str) -> psycopg.Connection:
+        name = f"{group}_{uuid.uuid4().hex[:8]}"
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(name), sql.Identifier(group)
+            )
+        )
+        session = connect(user=name)
+        made.append((name, session))
+        return session
+
+    yield _login
+    for name, session in made:
+        session.close()
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

@@ -14,17 +14,14 @@ from tests.sql.helpers import check_and_increment, decision, scalar, utc
 
 pytestmark = pytest.mark.usefixtures("catalogue")
 
-# The SQL contract: what skene_app may execute, and nothing else.
-# Plus ingest_billing_event: apps that verify billing webhooks themselves hand the
-# event over with it (issue 4); it can do nothing set_plan can't.
+# What skene_app may execute, and nothing else: the request path. Changing plans
+# (set_plan, ingest_billing_event, ...) belongs to skene_billing (test_roles.py).
 PUBLIC_API = {
     "check",
     "check_and_increment",
-    "set_plan",
     "identify",
     "track",
     "unsubscribe",
-    "ingest_billing_event",
 }
 
 
@@ -69,7 +66,7 @@ def test_app_can_call_the_public_functions(
     )  # queues a job
     assert scalar(app, "SELECT reason FROM skene.check('acme', 'api_calls')") == "limit_reached"
     assert check_and_increment(app, "acme", "rolling")["allowed"]
-    app.execute("SELECT skene.set_plan('acme', 'pro', 'stripe', 'sub_1')")
+    conn.execute("SELECT skene.set_plan('acme', 'pro', 'stripe', 'sub_1')")  # the biller's
     app.execute(
         "SELECT skene.identify('acme', 'a@example.com', 'Acme', '{\"tier\": 1}', 'Europe/Berlin')"
     )
@@ -156,6 +153,10 @@ def test_app_cannot_touch_any_skene_table(
 
 
 INTERNAL_CALLS = [
+    "skene.set_plan('acme', 'pro')",
+    "skene.ingest_billing_event('stripe', '{}')",
+    "skene.link_billing_customer('acme', 'stripe', 'cus_1')",
+    "skene.unsafe_schemas('public')",
     "skene.register_customer('acme')",
     "skene.enqueue('email', '{}')",
     "skene.set_limit_override('acme', 'api_calls', NULL)",
@@ -186,7 +187,7 @@ def test_app_executes_exactly_the_public_functions(app_role: str, conn: psycopg.
     executable = {name for name, allowed in rows if allowed}
     defined = {name for name, _ in rows}
     assert executable == PUBLIC_API & defined
-    assert {"check", "check_and_increment", "set_plan", "identify", "unsubscribe"} <= executable
+    assert {"check", "check_and_increment", "identify", "unsubscribe"} <= executable
 
 
 def test_a_role_without_skene_app_cannot_call_the_gate(
