@@ -87,6 +87,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
     gone_plans = sorted(set(now.plans) - {p.name for p in config.plans})
     gone_features = sorted(set(now.features) - {f.name for f in config.features})
     _refuse_deletions(conn, gone_plans, gone_features, prune)
+    _refuse_unsafe_segments(conn, config)
     return [
         *_loop_deletions(now, config),  # first: loops reference features
         *_plan_steps(now, config),
@@ -139,6 +140,38 @@ def _refuse_deletions(
             )
     if reasons:
         raise ApplyRefused("\n".join([*reasons, "nothing applied"]))
+
+
+def _refuse_unsafe_segments(conn: psycopg.Connection, config: SkeneConfig) -> None:
+    """A segment runs with the owner's rights under the search_path of the session
+    that applies it: refuse a path with schemas other roles control (an operator
+    planted there would run as the owner), as skene.run_loop would at run time."""
+    segments = [
+        (index, loop.name)
+        for index, loop in enumerate(config.loops)
+        if loop.type == "retention" and loop.config.get("segment")
+    ]
+    if not segments:
+        return
+    path_row = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+    path = path_row[0] if path_row else ""
+    risks = conn.execute(
+        "SELECT schema_name, risk FROM skene.search_path_risks(%s)", (path,)
+    ).fetchall()
+    if not risks:
+        return
+    named = "; ".join(f"{schema} ({risk})" for schema, risk in risks)
+    lines = [
+        f"{config.source}: loops[{index}].segment: loop {name} would run its segment with "
+        f"the owner's rights under search_path {path}, where other roles control: {named}"
+        for index, name in segments
+    ]
+    lines.append(
+        "hint: apply from a session whose search_path leaves those schemas out, e.g. "
+        "PGOPTIONS='-c search_path=pg_catalog' skene-pg apply ..., and qualify the app's "
+        "tables in the segment; or REVOKE CREATE ON SCHEMA ... FROM PUBLIC and the roles named"
+    )
+    raise ApplyRefused("\n".join([*lines, "nothing applied"]))
 
 
 def _delete(kind: Kind, name: str, detail: str, query: str) -> Step:

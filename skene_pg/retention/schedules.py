@@ -231,7 +231,15 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
         ).fetchone()
         if done:
             continue
-        run = run_slot(conn, name, slot, timeout)
+        try:
+            run = run_slot(conn, name, slot, timeout)
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise  # the worker reconnects
+            # A refused loop (an unsafe search_path, a bad segment) must not stop the
+            # others; it is retried at the next poll, once its cause is fixed.
+            log.warning("retention loop %s refused: %s", name, exc.diag.message_primary or exc)
+            continue
         runs.append(run)
         log.info(
             "retention loop %s ran for %s: %s",
