@@ -321,15 +321,15 @@ def canonical_signature(signature: str) -> str:
 
 @dataclass(frozen=True)
 class _RoutineStatement:
-    action: str  # create, drop, comment
+    action: str  # create, alter, drop, comment
     signature: str  # canonical; for a DROP without arguments, just the name
     text: str  # the statement (a CREATE already rewritten as CREATE OR REPLACE)
     kind: str = "FUNCTION"  # or PROCEDURE
 
 
 def _routine_statements(text: str) -> Iterator[_RoutineStatement]:
-    """The CREATE, DROP and COMMENT ON statements of functions and procedures in a
-    SQL file, in order."""
+    """The CREATE, ALTER, DROP and COMMENT ON statements of functions and procedures
+    in a SQL file, in order."""
     for statement in statements(text):
         words = [t.text.lower() if t.kind == "word" else None for t in statement[:6]]
         words += [None] * (6 - len(words))
@@ -354,6 +354,11 @@ def _routine_statements(text: str) -> Iterator[_RoutineStatement]:
                 if target:
                     name, signature, _ = _parse_routine(target, 0, procedure=procedure)
                     yield _RoutineStatement("drop", signature or name, source)
+        elif words[0] == "alter" and words[1] in ("function", "procedure", "routine"):
+            # SECURITY DEFINER, SET search_path, ...: a CREATE OR REPLACE resets them,
+            # so a restored function needs them again after its CREATE
+            _, signature, _ = _parse_routine(statement, 2, procedure=words[1] == "procedure")
+            yield _RoutineStatement("alter", signature, source)
         elif words[:2] == ["comment", "on"] and words[2] in ("function", "procedure", "routine"):
             _, signature, _ = _parse_routine(statement, 3, procedure=words[2] == "procedure")
             yield _RoutineStatement("comment", signature, source)
@@ -371,11 +376,13 @@ def _quoted_signature(signature: str) -> str:
 
 def latest_definition(sources: Iterable[tuple[str, str]], signature: str) -> str:
     """The SQL that recreates `signature` as the SQL texts `sources` ((label, text),
-    oldest first) leave it: its newest CREATE FUNCTION, as CREATE OR REPLACE, then its
-    newest COMMENT ON (or `IS NULL` when it has none)."""
+    oldest first) leave it: its newest CREATE FUNCTION, as CREATE OR REPLACE, the
+    ALTER FUNCTION statements after it, then its newest COMMENT ON (or `IS NULL` when
+    it has none)."""
     wanted = canonical_signature(signature)
     wanted_name = wanted.partition("(")[0]
     definition: _RoutineStatement | None = None
+    alters: list[str] = []
     comment: str | None = None
     dropped_in: str | None = None
     overloads: set[str] = set()
@@ -386,9 +393,11 @@ def latest_definition(sources: Iterable[tuple[str, str]], signature: str) -> str
             if statement.signature not in (wanted, wanted_name):
                 continue
             if statement.action == "create":
-                definition, dropped_in = statement, None
+                definition, alters, dropped_in = statement, [], None
+            elif statement.action == "alter":
+                alters.append(statement.text)
             elif statement.action == "drop":
-                definition, comment, dropped_in = None, None, label
+                definition, alters, comment, dropped_in = None, [], None, label
             else:
                 comment = statement.text
     if definition is None:
@@ -399,4 +408,4 @@ def latest_definition(sources: Iterable[tuple[str, str]], signature: str) -> str
         raise FunctionNotFound(f"no CREATE FUNCTION {wanted} in the SQL files{hint}")
     if comment is None:
         comment = f"COMMENT ON {definition.kind} {_quoted_signature(wanted)} IS NULL"
-    return f"{_terminated(definition.text)}\n{_terminated(comment)}\n"
+    return "".join(f"{_terminated(part)}\n" for part in (definition.text, *alters, comment))

@@ -206,23 +206,36 @@ def test_every_function_of_the_chain_is_found_and_restored(conn: psycopg.Connect
 
 
 @pytest.mark.parametrize(
-    ("signature", "defined_in"),
+    "signature",
     [
-        ("skene.check_and_increment(text, text, bigint, text)", "0001"),
-        ("skene.claim_jobs(text, integer, interval, text[])", "0002"),
-        ("skene.ingest_billing_event(text, jsonb)", "0003"),
-        ("skene.run_loop(text, timestamptz)", "0004"),
+        "skene.check_and_increment(text, text, bigint, text)",
+        "skene.claim_jobs(text, integer, interval, text[])",
+        "skene.ingest_billing_event(text, jsonb)",
+        "skene.run_loop(text, timestamptz)",
     ],
 )
-def test_before_means_the_revisions_before(signature: str, defined_in: str) -> None:
+def test_before_means_the_revisions_before(signature: str) -> None:
+    """before=R finds the definition in the newest revision before R that defines the
+    function (a later redefinition is not seen), and none before its first."""
     chain = migrations.revisions()
-    after = chain[chain.index(defined_in) + 1 :]
-    for revision in after:
-        assert migrations.function_definition(signature, before=revision) == (
-            migrations.function_definition(signature)
+    name = signature.partition("(")[0]
+    sql_dir = resource_dir("sql")
+    defining = [
+        revision
+        for revision in chain
+        if any(
+            f"FUNCTION {name}(" in path.read_text() for path in sql_dir.glob(f"{revision}_*.up.sql")
         )
-    with pytest.raises(FunctionNotFound, match=f"revisions before {defined_in}"):
-        migrations.function_definition(signature, before=defined_in)
+    ]
+    assert defining, signature
+    for revision in chain[chain.index(defining[0]) + 1 :]:
+        source = max(r for r in defining if r < revision)
+        found = migrations.function_definition(signature, before=revision)
+        body = found.split("\n", 1)[1].split("\nCOMMENT ON")[0]  # past the CREATE line
+        (text,) = [p.read_text() for p in sql_dir.glob(f"{source}_*.up.sql")]
+        assert body.split("\nALTER FUNCTION")[0] in text, f"{signature} before {revision}"
+    with pytest.raises(FunctionNotFound, match=f"revisions before {defining[0]}"):
+        migrations.function_definition(signature, before=defining[0])
     with pytest.raises(ValueError, match="unknown revision"):
         migrations.function_definition(signature, before="9999")
 

@@ -98,17 +98,26 @@ def test_turning_a_soft_limit_hard_applies(gate: psycopg.Connection) -> None:
     assert call(gate, "exports") == (False, "limit_reached", 5, 3)
 
 
-def test_other_customers_keep_their_cache(gate: psycopg.Connection) -> None:
+def test_a_plan_change_leaves_other_customers_cache_and_touches_no_counter(
+    gate: psycopg.Connection,
+) -> None:
     for _ in range(2):  # a new counter caches its limit from its second call on
         call(gate, "exports")
         call(gate, "exports", customer="cus_2")
+    counters = gate.execute("SELECT customer_id, xmin::text FROM skene.usage ORDER BY 1").fetchall()
+    versions = dict(gate.execute("SELECT customer_id, limits_version FROM skene.customers"))
     gate.execute("SELECT skene.set_plan('cus_1', 'pro')")
-    rolls = dict(
-        gate.execute(
-            "SELECT customer_id, rolls_at = '-infinity' FROM skene.usage WHERE feature = 'exports'"
-        ).fetchall()
-    )
-    assert rolls == {"cus_1": True, "cus_2": False}
+    # no counter row was written (an operator holding one could deadlock the app)
+    assert gate.execute(
+        "SELECT customer_id, xmin::text FROM skene.usage ORDER BY 1"
+    ).fetchall() == (counters)
+    after = dict(gate.execute("SELECT customer_id, limits_version FROM skene.customers"))
+    assert after == {"cus_1": versions["cus_1"] + 1, "cus_2": versions["cus_2"]}
+    # cus_1's next call reads the new plan; cus_2's stays on the fast path's cache
+    assert call(gate, "exports")[:2] == (True, "ok")
+    assert gate.execute(
+        "SELECT customer_id, plan FROM skene.usage WHERE feature = 'exports' ORDER BY 1"
+    ).fetchall() == [("cus_1", "pro"), ("cus_2", "free")]
 
 
 def test_new_billing_period_reanchors_billing_cycle_counters(gate: psycopg.Connection) -> None:
