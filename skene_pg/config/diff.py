@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from skene_pg.config.model import SkeneConfig
+from skene_pg.config.timezones import timezone_problems
 
 Action = Literal["create", "update", "delete"]
 Kind = Literal["plan", "price", "feature", "limit", "loop", "default_plan", "schedule"]
@@ -80,6 +81,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
     gone_plans = sorted(set(now.plans) - {p.name for p in config.plans})
     gone_features = sorted(set(now.features) - {f.name for f in config.features})
     _refuse_deletions(conn, gone_plans, gone_features, prune)
+    _refuse_unknown_timezones(conn, config)
     return [
         *_loop_deletions(now, config),  # first: loops reference features
         *_plan_steps(now, config),
@@ -131,6 +133,12 @@ def _refuse_deletions(
             )
     if reasons:
         raise ApplyRefused("\n".join([*reasons, "nothing applied"]))
+
+
+def _refuse_unknown_timezones(conn: psycopg.Connection, config: SkeneConfig) -> None:
+    problems = timezone_problems(conn, config)
+    if problems:
+        raise ApplyRefused("\n".join([*(str(p) for p in problems), "nothing applied"]))
 
 
 def _delete(kind: Kind, name: str, detail: str, query: str) -> Step:

@@ -209,7 +209,7 @@ def test_every_function_of_the_chain_is_found_and_restored(conn: psycopg.Connect
     ("signature", "defined_in"),
     [
         ("skene.check_and_increment(text, text, bigint, text)", "0001"),
-        ("skene.claim_jobs(text, integer, interval, text[])", "0002"),
+        ("skene.extend_lease(bigint, uuid, interval)", "0002"),
         ("skene.ingest_billing_event(text, jsonb)", "0003"),
         ("skene.run_loop(text, timestamptz)", "0004"),
     ],
@@ -266,9 +266,14 @@ def new_body(definition: str, marker: str, tag: str) -> str:
     )
 
 
+# The real chain's head, and two revisions after it that the `chain` fixture adds.
+HEAD = migrations.head_revision()
+FIRST, SECOND = f"{int(HEAD) + 1:04}", f"{int(HEAD) + 2:04}"
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> Path:
-    """The real chain plus 0005 and 0006, each giving skene.check a new body; their
+    """The real chain plus FIRST and SECOND, each giving skene.check a new body; their
     downgrades call restore_function."""
     root = tmp_path / "chain"
     shutil.copytree(resource_dir("sql"), root / "sql")
@@ -278,7 +283,7 @@ def chain(tmp_path: Path) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     original = migrations.function_definition(SIGNATURE)
-    for rev, down, tag in (("0005", "0004", "$fn$"), ("0006", "0005", "$body$")):
+    for rev, down, tag in ((FIRST, HEAD, "$fn$"), (SECOND, FIRST, "$body$")):
         (root / "sql" / f"{rev}_check.up.sql").write_text(
             f"-- {rev}: skene.check gets a new body\n\n" + new_body(original, f"body of {rev}", tag)
         )
@@ -291,30 +296,30 @@ def chain(tmp_path: Path) -> Path:
 def test_a_new_revision_changes_a_function_and_its_downgrade_restores_it(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
-    states = {"0004": definition_of(conn, SIGNATURE)}
-    for rev in ("0005", "0006"):
+    states = {HEAD: definition_of(conn, SIGNATURE)}
+    for rev in (FIRST, SECOND):
         migrations.upgrade(db_url, rev, root=chain)
         states[rev] = definition_of(conn, SIGNATURE)
         assert f"-- body of {rev}" in states[rev][0]
         assert states[rev][1] == f"body of {rev}"
-    assert "$fn$" in (chain / "sql" / "0005_check.up.sql").read_text()
+    assert "$fn$" in (chain / "sql" / f"{FIRST}_check.up.sql").read_text()
 
-    migrations.downgrade(db_url, "0005", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0005"]
-    migrations.downgrade(db_url, "0004", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0004"]
-    assert migrations.current_revision(db_url) == "0004"
+    migrations.downgrade(db_url, FIRST, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[FIRST]
+    migrations.downgrade(db_url, HEAD, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[HEAD]
+    assert migrations.current_revision(db_url) == HEAD
 
 
 def test_restore_function_in_offline_sql(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
     original = definition_of(conn, SIGNATURE)
-    migrations.upgrade(db_url, "0006", root=chain)
+    migrations.upgrade(db_url, SECOND, root=chain)
 
-    script = migrations.downgrade_sql("0006", "0004", root=chain)
-    v5 = (chain / "sql" / "0005_check.up.sql").read_text()
-    assert v5[v5.index("CREATE OR REPLACE") : v5.index("\nCOMMENT")] in script
+    script = migrations.downgrade_sql(SECOND, HEAD, root=chain)
+    first = (chain / "sql" / f"{FIRST}_check.up.sql").read_text()
+    assert first[first.index("CREATE OR REPLACE") : first.index("\nCOMMENT")] in script
     assert migrations.function_definition(SIGNATURE) in script
     result = subprocess.run(
         [str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", db_url],
@@ -324,4 +329,4 @@ def test_restore_function_in_offline_sql(
     )
     assert result.returncode == 0, result.stderr
     assert definition_of(conn, SIGNATURE) == original
-    assert migrations.current_revision(db_url) == "0004"
+    assert migrations.current_revision(db_url) == HEAD
