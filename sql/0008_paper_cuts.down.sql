@@ -1,4 +1,4 @@
--- skene-pg 0005 down: the functions 0005 changed are restored by the revision
+-- skene-pg 0008 down: the functions 0008 changed are restored by the revision
 -- (restore_function); this removes what it added. sent_at goes back to the time the
 -- message was queued, and deferrals are counted as attempts again.
 

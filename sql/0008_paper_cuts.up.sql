@@ -1,4 +1,4 @@
--- skene-pg 0005: paper cuts.
+-- skene-pg 0008: paper cuts.
 -- A deferral (quiet hours, a provider's rate limit) is no longer counted as an attempt:
 -- skene.jobs keeps it apart in `deferrals`. A retention message's sent_at is the time
 -- it really went out, so reactivation is measured from then. A retention loop may give

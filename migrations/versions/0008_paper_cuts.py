@@ -2,18 +2,18 @@
 when it went out, a loop's default time zone for quiet hours, the requested amount in
 upgrade prompts, and a test clock role for an app's own tests.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 """
 
 from skene_pg.migrations import restore_function, run_sql_file
 
-revision = "0005"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# Functions 0005 replaces with CREATE OR REPLACE; the downgrade puts back the bodies
+# Functions 0008 replaces with CREATE OR REPLACE; the downgrade puts back the bodies
 # (and comments) the revisions before it left.
 CHANGED = (
     "skene.claim_jobs(text,integer,interval,text[])",
@@ -31,10 +31,10 @@ CHANGED = (
 
 
 def upgrade() -> None:
-    run_sql_file("0005_paper_cuts.up.sql")
+    run_sql_file("0008_paper_cuts.up.sql")
 
 
 def downgrade() -> None:
     for signature in CHANGED:
         restore_function(signature, before=revision)
-    run_sql_file("0005_paper_cuts.down.sql")
+    run_sql_file("0008_paper_cuts.down.sql")
