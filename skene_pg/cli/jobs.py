@@ -46,6 +46,9 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first.
 
+    ATTEMPT is attempts of max_attempts; DEFERRED counts the runs put off by quiet
+    hours or a provider's rate limit, which use up no attempt.
+
     \b
     Examples:
       skene-pg jobs list
@@ -59,9 +62,20 @@ def jobs_list(
     if not rows:
         click.echo("no jobs")
         return
+    # attempts of max_attempts; deferrals (quiet hours, rate limits) are not attempts
     click.echo(
         format_table(
-            ["id", "kind", "state", "customer", "loop", "attempt", "run_at", "last_error"],
+            [
+                "id",
+                "kind",
+                "state",
+                "customer",
+                "loop",
+                "attempt",
+                "deferred",
+                "run_at",
+                "last_error",
+            ],
             [
                 (
                     r["id"],
@@ -70,6 +84,7 @@ def jobs_list(
                     r["customer_id"],
                     r["loop_name"],
                     f"{r['attempt']}/{r['max_attempts']}",
+                    r["deferrals"],
                     r["run_at"],
                     _short(r["last_error"]),
                 )
@@ -91,7 +106,10 @@ def _short(text: str | None, width: int = 60) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for machines.")
 @fails_cleanly
 def jobs_show(database_url: str | None, job_id: int, as_json: bool) -> None:
-    """Show one job with its payload and every attempt's outcome and error.
+    """Show one job with its payload and every run's outcome and error.
+
+    A run deferred by quiet hours or a provider's rate limit is listed (outcome
+    deferred) but counted in `deferrals`, not in `attempt`.
 
     \b
     Example:
@@ -115,6 +133,7 @@ def jobs_show(database_url: str | None, job_id: int, as_json: bool) -> None:
         "idempotency_key",
         "attempt",
         "max_attempts",
+        "deferrals",
         "run_at",
         "locked_until",
         "locked_by",
@@ -129,9 +148,10 @@ def jobs_show(database_url: str | None, job_id: int, as_json: bool) -> None:
     if not attempts:
         click.echo("no attempts yet")
         return
+    # every run of the job, numbered together: attempts and deferrals
     click.echo(
         format_table(
-            ["attempt", "worker", "started_at", "took", "outcome", "error"],
+            ["run", "worker", "started_at", "took", "outcome", "error"],
             [
                 (
                     a["attempt"],

@@ -142,5 +142,6 @@ def _sample_payload(
         "plan": context["plan"],
         "used": limit,
         "usage_limit": limit,
+        "requested": 1,  # as the gate queues it: one more call, past the limit
         "resets_at": row[2].isoformat() if row[2] else None,
     }

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from skene_pg.config.model import SkeneConfig, duration_text
+from skene_pg.config.timezones import timezone_problems
 
 Action = Literal["create", "update", "delete"]
 Kind = Literal[
@@ -88,6 +89,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
     gone_features = sorted(set(now.features) - {f.name for f in config.features})
     _refuse_deletions(conn, gone_plans, gone_features, prune)
     _refuse_unsafe_segments(conn, config)
+    _refuse_unknown_timezones(conn, config)
     return [
         *_loop_deletions(now, config),  # first: loops reference features
         *_plan_steps(now, config),
@@ -172,6 +174,12 @@ def _refuse_unsafe_segments(conn: psycopg.Connection, config: SkeneConfig) -> No
         "tables in the segment; or REVOKE CREATE ON SCHEMA ... FROM PUBLIC and the roles named"
     )
     raise ApplyRefused("\n".join([*lines, "nothing applied"]))
+
+
+def _refuse_unknown_timezones(conn: psycopg.Connection, config: SkeneConfig) -> None:
+    problems = timezone_problems(conn, config)
+    if problems:
+        raise ApplyRefused("\n".join([*(str(p) for p in problems), "nothing applied"]))
 
 
 def _delete(kind: Kind, name: str, detail: str, query: str) -> Step:

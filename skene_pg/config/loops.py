@@ -158,13 +158,26 @@ class LoopChecks(ShapeChecks):
             self.quiet_hours(body["quiet_hours"], (*path, "quiet_hours"))
 
     def quiet_hours(self, value: Any, path: FieldPath) -> None:
-        if self.table(value, path, required=("start", "end")) is None:
+        """start and end in the customer's time zone; `default_timezone` for customers
+        without one (else UTC). Whether PostgreSQL knows the zone is checked by apply,
+        against the database (skene_pg.config.timezones)."""
+        if (
+            self.table(value, path, required=("start", "end"), optional=("default_timezone",))
+            is None
+        ):
             return
         for key in ("start", "end"):
             found = value.get(key)
             if key in value and not (isinstance(found, str) and _CLOCK.fullmatch(found)):
                 self.report(
                     (*path, key), f'{describe(found)} is not a time of day; use e.g. "21:00"'
+                )
+        if "default_timezone" in value:
+            zone = value["default_timezone"]
+            if not isinstance(zone, str) or not zone.strip():
+                self.report(
+                    (*path, "default_timezone"),
+                    f'must be a time zone name such as "America/New_York", got {describe(zone)}',
                 )
 
     def milestone(self, body: dict, path: FieldPath) -> None:

@@ -163,6 +163,8 @@ def template_variables(
         "remaining": max(limit - used, 0)
         if isinstance(used, int) and isinstance(limit, int)
         else None,
+        # the blocked call's amount; None in prompts queued before it was recorded
+        "requested": payload.get("requested"),
         "resets_at": _when(payload.get("resets_at")),
         "period_start": _when(payload.get("period_start")),
     }

@@ -19,7 +19,8 @@ def list_jobs(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT j.id, j.kind, j.state, j.customer_id, j.loop_name, j.attempt, "
-            "       j.max_attempts, j.run_at, j.created_at, j.finished_at, j.last_error "
+            "       j.max_attempts, j.deferrals, j.run_at, j.created_at, j.finished_at, "
+            "       j.last_error "
             "  FROM skene.jobs j "
             " WHERE (%(state)s::text IS NULL OR j.state = %(state)s) "
             "   AND (%(kind)s::text IS NULL OR j.kind = %(kind)s) "

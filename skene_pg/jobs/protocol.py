@@ -27,9 +27,10 @@ class Job:
     customer_id: str | None
     loop_name: str | None
     idempotency_key: str
-    attempt: int
+    attempt: int  # this attempt's number: deferrals (quiet hours, rate limits) not counted
     max_attempts: int
     lease_token: UUID
+    deferrals: int = 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -43,6 +44,7 @@ class Job:
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             lease_token=row["lease_token"],
+            deferrals=row.get("deferrals", 0),
         )
 
 

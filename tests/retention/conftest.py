@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
+
+from skene_pg.email.outbox import OutboxProvider
+from tests.worker.conftest import drain
 
 T0 = datetime(2026, 1, 20, 9, 0, tzinfo=UTC)  # a Tuesday, 09:00 UTC
 
@@ -97,3 +102,9 @@ def jobs(conn: psycopg.Connection, loop: str) -> list[tuple[str, int, str]]:
         "FROM skene.jobs WHERE loop_name = %s ORDER BY customer_id, id",
         (loop,),
     ).fetchall()
+
+
+def send_due(db_url: str, when: datetime, outbox: Path) -> None:
+    """Run the worker once with skene's clock at `when`: every email due then goes out
+    (into the outbox folder), and a retention message's sent_at is `when`."""
+    drain(make_conninfo(db_url, options=f"-c skene.now={when.isoformat()}"), OutboxProvider(outbox))

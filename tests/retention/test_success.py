@@ -13,12 +13,12 @@ from skene_pg.email import context as q
 from skene_pg.email.handler import skip_reason
 from skene_pg.email.outbox import OutboxProvider
 from skene_pg.retention.report import lift, retention_rows
-from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, set_now
+from tests.retention.conftest import DORMANT, T0, add_loop, customer, days, send_due, set_now
 from tests.worker.conftest import drain
 
 
 def test_reactivation_and_lift_on_a_constructed_population(
-    catalogue: psycopg.Connection,
+    catalogue: psycopg.Connection, db_url: str, tmp_path: Path
 ) -> None:
     conn = catalogue
     # one message per episode: each is measured `window` days after it
@@ -27,6 +27,7 @@ def test_reactivation_and_lift_on_a_constructed_population(
     for cid in ids:
         customer(conn, cid, T0 - days(8))
     conn.execute("SELECT skene.run_loop('dormant')")
+    send_due(db_url, T0, tmp_path / "outbox")
     held = {
         c
         for (c,) in conn.execute(
@@ -89,7 +90,7 @@ def test_a_message_waiting_in_quiet_hours_is_skipped_when_the_customer_comes_bac
 
 
 def test_a_sequence_is_measured_when_it_could_have_run_and_later_steps_count(
-    catalogue: psycopg.Connection,
+    catalogue: psycopg.Connection, db_url: str, tmp_path: Path
 ) -> None:
     """Steps at 7, 14 and 30 days of dormancy. ada: step 0 on day 0, step 1 on day 6,
     back on day 9 (3 days after her second message: reactivated). bob never comes back
@@ -104,6 +105,7 @@ def test_a_sequence_is_measured_when_it_could_have_run_and_later_steps_count(
         if day == 9:
             conn.execute("SELECT skene.track('ada', 'login')")
         conn.execute("SELECT skene.run_loop('dormant')")
+        send_due(db_url, T0 + days(day), tmp_path / "outbox")
         open_episodes = 2 if day < 22 else 3  # day 22: ada dormant again, a new episode
         if day < 30:
             assert retention_rows(conn, 7) == [("dormant", "emailed", 0, 0, None, open_episodes)], (

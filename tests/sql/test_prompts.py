@@ -52,6 +52,7 @@ def test_first_block_queues_one_upgrade_prompt(conn: psycopg.Connection) -> None
                 "plan": "free",
                 "used": 100,
                 "usage_limit": 100,
+                "requested": 1,
                 "resets_at": "2026-04-01T00:00:00Z",
                 "period_start": "2026-03-01T00:00:00Z",
             },
