@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 APPLICATION_NAME = "skene-pg"
 
@@ -24,3 +27,14 @@ def require_url(url: str | None) -> str:
 def connect(url: str, *, autocommit: bool = False, **kwargs: object) -> psycopg.Connection:
     """A psycopg connection; `url` is a postgresql:// URL or a libpq key=value string."""
     return psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME, **kwargs)  # type: ignore[arg-type]
+
+
+def connect_to(conn: psycopg.Connection, dbname: str, **kwargs: object) -> psycopg.Connection:
+    """Another database of the same server, as the same role (pg_cron keeps its jobs in
+    a database of its own). Autocommit: each pg_cron call stands alone."""
+    params: dict[str, Any] = conninfo_to_dict(conn.info.dsn)
+    params["dbname"] = dbname
+    if conn.info.password:  # the dsn leaves it out
+        params["password"] = conn.info.password
+    params.setdefault("connect_timeout", 10)
+    return connect(make_conninfo(**params), autocommit=True, **kwargs)
