@@ -12,7 +12,10 @@ So nothing is prepared on the server unless the caller asks for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 APPLICATION_NAME = "skene-pg"
 
@@ -69,3 +72,14 @@ def through_pooler(conn: psycopg.Connection) -> bool:
     """
     row = conn.execute("SELECT pg_catalog.pg_backend_pid()").fetchone()
     return row is not None and row[0] != conn.info.backend_pid
+
+
+def connect_to(conn: psycopg.Connection, dbname: str, **kwargs: object) -> psycopg.Connection:
+    """Another database of the same server, as the same role (pg_cron keeps its jobs in
+    a database of its own). Autocommit: each pg_cron call stands alone."""
+    params: dict[str, Any] = conninfo_to_dict(conn.info.dsn)
+    params["dbname"] = dbname
+    if conn.info.password:  # the dsn leaves it out
+        params["password"] = conn.info.password
+    params.setdefault("connect_timeout", 10)
+    return connect(make_conninfo(**params), autocommit=True, **kwargs)  # type: ignore[arg-type]

@@ -130,7 +130,9 @@ class DevCluster:
     """One local cluster in `directory` (data, log and a small state file).
 
     `fast=True` turns off durability (fsync, synchronous commit): right for tests,
-    wrong for benchmarks that should resemble production.
+    wrong for benchmarks that should resemble production. `preload_pg_cron=False` and
+    `settings` (postgresql.conf lines, written after the defaults) let tests start the
+    clusters they are about: one without pg_cron running, say.
     """
 
     def __init__(
@@ -141,6 +143,8 @@ class DevCluster:
         fast: bool = False,
         cron_database: str = DEFAULT_DBNAME,
         max_connections: int = 200,
+        preload_pg_cron: bool = True,
+        settings: dict[str, str] | None = None,
     ):
         self.directory = Path(directory).resolve()
         self.data_dir = self.directory / "data"
@@ -149,6 +153,8 @@ class DevCluster:
         self.fast = fast
         self.cron_database = cron_database
         self.max_connections = max_connections
+        self.preload_pg_cron = preload_pg_cron
+        self.settings = dict(settings or {})
         self._requested_port = port
         self.bindir = find_bindir()
         self.owner = _RunAs.for_current_process()
@@ -188,6 +194,8 @@ class DevCluster:
         if not self.is_running():
             self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
         self._ensure_database(DEFAULT_DBNAME)
+        if self.has_pg_cron and self.preload_pg_cron:
+            self._wait_for_pg_cron()
         return self.url()
 
     def stop(self) -> None:
@@ -234,11 +242,12 @@ class DevCluster:
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-        if self.has_pg_cron:
+        if self.has_pg_cron and self.preload_pg_cron:
             settings |= {
                 "shared_preload_libraries": "'pg_cron'",
                 "cron.database_name": f"'{self.cron_database}'",
             }
+        settings |= self.settings
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# added by skene-pg dev-db\n")
             for key, value in settings.items():
@@ -254,6 +263,25 @@ class DevCluster:
             if self.log_file.exists():
                 tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
             raise DevDBError(f"pg_ctl {args[0]} failed: {result.stderr.strip()}\n{tail}")
+
+    def _wait_for_pg_cron(self, timeout: float = 15.0) -> None:
+        """pg_cron's launcher connects to its database, which start() may have just
+        created: it retries about every second. Wait for it, so that an apply right
+        after start finds pg_cron running (and does not hand the loops to the worker)."""
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.cron_database,)
+            ).fetchone():
+                return  # nothing to connect to: pg_cron stays down until it exists
+            while time.monotonic() < deadline:
+                if conn.execute(
+                    "SELECT 1 FROM pg_stat_activity "
+                    "WHERE backend_type = 'pg_cron launcher' AND datname = %s",
+                    (self.cron_database,),
+                ).fetchone():
+                    return
+                time.sleep(0.1)
 
     def _ensure_database(self, dbname: str) -> None:
         deadline = time.monotonic() + 30

@@ -12,6 +12,7 @@ from skene_pg.cli.apply import apply_command
 from skene_pg.cli.billing import billing_group
 from skene_pg.cli.common import EXIT_CODES_HELP
 from skene_pg.cli.devdb import demo_command, dev_db
+from skene_pg.cli.doctor import doctor_command
 from skene_pg.cli.gate import check
 from skene_pg.cli.housekeep import housekeep_command
 from skene_pg.cli.jobs import jobs_group
@@ -50,6 +51,7 @@ for command in (
     templates_group,
     billing_group,
     report_command,
+    doctor_command,
     housekeep_command,
     dev_db,
     demo_command,

@@ -12,7 +12,8 @@ import click
 
 from skene_pg import db
 from skene_pg.cli.common import FAILED, CommandError, database_url_option, fails_cleanly
-from skene_pg.config import ApplyRefused, ConfigError, apply_config, load_config
+from skene_pg.cli.output import advice_json, advice_lines
+from skene_pg.config import ApplyRefused, ConfigError, apply_with_warnings, load_config
 
 
 @click.command("apply")
@@ -33,6 +34,10 @@ def apply_command(
     is applied. Applying the same file twice changes nothing. Plans and features
     missing from the file are only deleted with --prune (a plan that still has
     customers never is); changing a feature's period restarts its usage counters.
+
+    Retention loops are then scheduled with pg_cron. Where this role cannot (pg_cron not
+    running, not installed, or not granted), they go to `skene-pg listen` and a warning
+    names the GRANT an admin would run; the apply itself still succeeds.
 
     \b
     Examples:
@@ -64,16 +69,25 @@ def apply_command(
         sys.exit(FAILED)
     with db.connect(db.require_url(database_url), autocommit=True) as conn:
         try:
-            changes = apply_config(conn, config, dry_run=dry_run, prune=prune)
+            applied = apply_with_warnings(conn, config, dry_run=dry_run, prune=prune)
         except ApplyRefused as exc:
             raise CommandError(str(exc)) from exc
+    changes = applied.changes
     if as_json:
         click.echo(
             json.dumps(
-                {"file": str(file), "dry_run": dry_run, "changes": [asdict(c) for c in changes]}
+                {
+                    "file": str(file),
+                    "dry_run": dry_run,
+                    "changes": [asdict(c) for c in changes],
+                    "warnings": [advice_json(w) for w in applied.warnings],
+                }
             )
         )
         return
+    for warning in applied.warnings:
+        for line in advice_lines(warning, "warning"):
+            click.echo(line, err=True)
     for change in changes:
         click.echo(f"would {change}" if dry_run else str(change))
     if not changes:

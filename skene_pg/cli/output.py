@@ -45,3 +45,18 @@ def to_json(value: Any) -> str:
         return str(obj)
 
     return json.dumps(value, default=default)
+
+
+def advice_lines(advice: Any, label: str) -> list[str]:
+    """A warning or finding with its fix (an Advice: message, fix lines, database), as
+    `label: message` and the fix indented below, ready to copy."""
+    lines = [f"{label}: {advice.message}"]
+    if advice.fix:
+        where = f", in database {advice.database}" if advice.database else ""
+        lines.append(f"  fix{where}:")
+        lines += [f"    {line}" for line in advice.fix]
+    return lines
+
+
+def advice_json(advice: Any) -> dict[str, Any]:
+    return {"message": advice.message, "fix": list(advice.fix), "database": advice.database}

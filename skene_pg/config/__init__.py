@@ -3,7 +3,14 @@ checks (checks, loops, validate), and applying it to the database (diff, apply).
 
 Reading a file needs no database; `apply_config` is the only part that writes."""
 
-from skene_pg.config.apply import ApplyRefused, Change, apply_config, diff
+from skene_pg.config.apply import (
+    Applied,
+    ApplyRefused,
+    Change,
+    apply_config,
+    apply_with_warnings,
+    diff,
+)
 from skene_pg.config.model import (
     ConfigError,
     FeatureSpec,
@@ -16,6 +23,7 @@ from skene_pg.config.model import (
 from skene_pg.config.validate import load_config
 
 __all__ = [
+    "Applied",
     "ApplyRefused",
     "Change",
     "ConfigError",
@@ -25,6 +33,7 @@ __all__ = [
     "Problem",
     "SkeneConfig",
     "apply_config",
+    "apply_with_warnings",
     "diff",
     "duration_seconds",
     "load_config",

@@ -9,10 +9,19 @@ Only rows that differ are written, so applying the same file twice touches nothi
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import psycopg
 
 from skene_pg.config.diff import ApplyRefused, Change, catalogue_steps
 from skene_pg.config.model import SkeneConfig
+
+if TYPE_CHECKING:
+    from skene_pg.retention.pg_cron import Advice
+
+log = logging.getLogger(__name__)
 
 # Key of the transaction-level advisory lock that serialises concurrent applies: the
 # second waits, then diffs against what the first committed. ("skene" in ASCII.)
@@ -24,14 +33,34 @@ def diff(conn: psycopg.Connection, config: SkeneConfig, *, prune: bool = False) 
     return [change for change, _ in catalogue_steps(conn, config, prune)]
 
 
+@dataclass(frozen=True)
+class Applied:
+    changes: list[Change]
+    # what the operator should know: loops pg_cron could not take, with the fix
+    warnings: list[Advice] = field(default_factory=list)
+
+
 def apply_config(
     conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False, prune: bool = False
 ) -> list[Change]:
     """Apply `config` in one transaction and return the changes (with dry_run: roll
-    back, changing nothing). Deleting plans or features needs prune=True.
+    back, changing nothing). Deleting plans or features needs prune=True. Warnings
+    are logged; `apply_with_warnings` returns them."""
+    applied = apply_with_warnings(conn, config, dry_run=dry_run, prune=prune)
+    for warning in applied.warnings:
+        log.warning("%s", warning.message)
+    return applied.changes
 
-    Then, where pg_cron is installed, retention loops are scheduled as pg_cron jobs
-    (in pg_cron's database, after the catalogue has committed)."""
+
+def apply_with_warnings(
+    conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False, prune: bool = False
+) -> Applied:
+    """apply_config, and the warnings about where retention loops run.
+
+    After the catalogue has committed, retention loops are scheduled as pg_cron jobs
+    (in pg_cron's database). Where this role cannot use pg_cron, the loops go to
+    `skene-pg listen` and a warning says why and what an admin would grant: pg_cron
+    never makes an apply fail half-way."""
     from skene_pg.retention.schedules import sync_cron
 
     with conn.transaction() as transaction:
@@ -43,11 +72,12 @@ def apply_config(
             for _, statements in planned:
                 for query, params in statements:
                     cursor.execute(query, params)
+    synced = sync_cron(conn, config, dry_run=dry_run)
     schedules = [
         Change(action, "schedule", name, detail)  # type: ignore[arg-type]
-        for action, name, detail in sync_cron(conn, config, dry_run=dry_run)
+        for action, name, detail in synced.changes
     ]
-    return [change for change, _ in planned] + schedules
+    return Applied([change for change, _ in planned] + schedules, synced.warnings)
 
 
-__all__ = ["ApplyRefused", "Change", "apply_config", "diff"]
+__all__ = ["Applied", "ApplyRefused", "Change", "apply_config", "apply_with_warnings", "diff"]

@@ -1,30 +1,38 @@
 """When retention loops run: pg_cron jobs kept in step with skene.toml by `skene-pg
-apply`, or, where pg_cron is not installed, the worker's own schedule (`run_due`).
+apply`, or, where pg_cron does not run them, the worker's own schedule (`run_due`).
 
 Either way a run is `skene.run_loop(name, slot)`, and a slot runs once (the
 skene.loop_runs unique key), so two schedulers, or three workers, never queue twice.
+That is also why handing a loop to the worker is always safe: at worst both run it.
+
+What pg_cron lets this role do, and what an admin would grant otherwise: pg_cron.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from skene_pg import db
 from skene_pg.config.model import SkeneConfig, duration_seconds
 from skene_pg.jobs.kinds import PeriodicTask
+from skene_pg.retention import pg_cron
 from skene_pg.retention.cron import Schedule
+from skene_pg.retention.pg_cron import Advice, CronAccess
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_TIMEOUT = "60 seconds"
 JOB_PREFIX = "skene:"
+# pg_cron's cron.job.jobname is a `name`: PostgreSQL cuts it to 63 bytes, and
+# cron.schedule overwrites a job of the same name. A longer name gets a readable head
+# and a hash of the whole name, so two loops never share a job.
+MAX_JOB_NAME = 63
+_HASH_CHARS = 10
 
 
 @dataclass(frozen=True)
@@ -36,10 +44,20 @@ class CronJob:
 
 def job_name(loop: str, app_database: str, cron_database: str) -> str:
     """`skene:<loop>`; `skene:<database>:<loop>` when pg_cron runs in another database
-    (one cluster may serve several applications' databases)."""
+    (one cluster may serve several applications' databases). Past 63 bytes: the first
+    52 bytes, `~` and 10 hex digits of the whole name's SHA-256. Loop names hold no `~`
+    or `:`, so a shortened name never equals a whole one."""
     if app_database == cron_database:
-        return f"{JOB_PREFIX}{loop}"
-    return f"{JOB_PREFIX}{app_database}:{loop}"
+        whole = f"{JOB_PREFIX}{loop}"
+    else:
+        whole = f"{JOB_PREFIX}{app_database}:{loop}"
+    raw = whole.encode()
+    if len(raw) <= MAX_JOB_NAME:
+        return whole
+    digest = hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
+    # cut at a character boundary: a database name may be any UTF-8
+    head = raw[: MAX_JOB_NAME - _HASH_CHARS - 1].decode(errors="ignore")
+    return f"{head}~{digest}"
 
 
 def command(loop: str, segment_timeout: str | None) -> str:
@@ -64,124 +82,233 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def cron_database(conn: psycopg.Connection) -> str | None:
-    """The database pg_cron runs in, or None when pg_cron is not preloaded."""
-    row = conn.execute("SELECT pg_catalog.current_setting('cron.database_name', true)").fetchone()
-    return row[0] if row and row[0] else None
-
-
-def _cron_connect(conn: psycopg.Connection, database: str) -> psycopg.Connection:
-    params: dict[str, Any] = conninfo_to_dict(conn.info.dsn)
-    params["dbname"] = database
-    if conn.info.password:
-        params["password"] = conn.info.password
-    return db.connect(make_conninfo(**params), autocommit=True)
-
-
-def _has_cron_extension(cron: psycopg.Connection) -> bool:
-    row = cron.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'")
-    return row.fetchone() is not None
-
-
 def wanted_jobs(config: SkeneConfig, app_database: str, cron_db: str) -> dict[str, CronJob]:
+    """The job of each enabled retention loop, by loop name."""
     jobs = {}
     for loop in config.loops:
         if loop.type != "retention" or not loop.enabled:
             continue
-        name = job_name(loop.name, app_database, cron_db)
-        jobs[name] = CronJob(
-            name, loop.config["schedule"], command(loop.name, loop.config.get("segment_timeout"))
+        jobs[loop.name] = CronJob(
+            job_name(loop.name, app_database, cron_db),
+            loop.config["schedule"],
+            command(loop.name, loop.config.get("segment_timeout")),
         )
     return jobs
 
 
-def sync_cron(
-    conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False
-) -> list[tuple[str, str, str]]:
-    """Schedule each enabled retention loop with pg_cron, update changed ones and
-    unschedule the rest of this database's skene jobs. Returns (action, job, detail)
-    triples. When pg_cron is not available the worker runs the schedules: loops pg_cron
-    ran before are handed to it (cron_job cleared), one "update" each."""
-    cron_db = cron_database(conn)
-    if cron_db is None:
-        return _hand_to_worker(conn, "pg_cron is not preloaded", dry_run=dry_run)
-    app_db = conn.info.dbname
-    wanted = wanted_jobs(config, app_db, cron_db)
-    changes: list[tuple[str, str, str]] = []
-    with _cron_connect(conn, cron_db) as cron:
-        if not _has_cron_extension(cron):
-            if not wanted:
-                return []
-            if dry_run:
-                return [("create", name, job.schedule) for name, job in sorted(wanted.items())]
-            try:
-                cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
-            except psycopg.Error as exc:
-                log.warning("pg_cron is preloaded but cannot be installed in %s: %s", cron_db, exc)
-                why = f"pg_cron cannot be installed in database {cron_db}"
-                return _hand_to_worker(conn, why, dry_run=dry_run)
-        prefix = job_name("", app_db, cron_db)
-        current = {
-            name: CronJob(name, schedule, cmd)
-            for name, schedule, cmd in cron.execute(
-                "SELECT jobname, schedule, command FROM cron.job "
-                "WHERE database = %s AND jobname LIKE %s",
-                (app_db, prefix.replace("_", r"\_").replace("%", r"\%") + "%"),
+def _scheduled_loops(config: SkeneConfig) -> list[str]:
+    return sorted(loop.name for loop in config.loops if loop.type == "retention" and loop.enabled)
+
+
+@dataclass
+class Sync:
+    """What `apply` did to the schedules: (action, job, detail) changes, and warnings
+    for the operator (each with the SQL an admin would run)."""
+
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    warnings: list[Advice] = field(default_factory=list)
+
+
+def sync_cron(conn: psycopg.Connection, config: SkeneConfig, *, dry_run: bool = False) -> Sync:
+    """Schedule each enabled retention loop with pg_cron, update changed jobs and
+    unschedule the rest of this database's skene jobs; then record in skene.loops which
+    loops pg_cron runs. Where this role cannot use pg_cron (not running, not installed,
+    no grant) the loops go to the worker (cron_job NULL) with a warning saying why and
+    what to grant. Never raises because of pg_cron: the catalogue is applied by now."""
+    loops = _scheduled_loops(config)
+    access = pg_cron.probe(conn)
+    result = Sync()
+    if access.running and access.installed is False and loops:
+        if dry_run:
+            return _planned_with_new_extension(config, access)
+        problem = pg_cron.create_extension(conn, access)
+        if problem is not None:
+            return _hand_to_worker(conn, problem, loops, dry_run=dry_run, access=access)
+        log.info("created extension pg_cron in database %s", access.database)
+        access = pg_cron.probe(conn)
+    if not access.can_schedule:
+        return _hand_to_worker(conn, access.problems[0], loops, dry_run=dry_run, access=access)
+    assert access.database is not None
+    wanted = wanted_jobs(config, access.app_database, access.database)
+    try:
+        scheduled = _sync_jobs(conn, access, wanted, result, dry_run=dry_run)
+    except psycopg.Error as exc:
+        result.warnings.append(
+            Advice(
+                f"pg_cron refused a change in database {access.database}: "
+                f"{str(exc).strip().splitlines()[0]}; skene-pg listen runs the loops "
+                "pg_cron does not",
+                database=access.database,
             )
-            # skene:<loop> in the cron database itself must not catch skene:<db>:<loop>
-            if ":" not in name[len(prefix) :]
-        }
-        for name in sorted(set(current) - set(wanted)):
-            changes.append(("delete", name, "loop removed or disabled"))
-            if not dry_run:
-                cron.execute("SELECT cron.unschedule(%s)", (name,))
-        for name, job in sorted(wanted.items()):
-            old = current.get(name)
-            if old == job:
-                continue
-            if old is None:
-                changes.append(("create", name, f"{job.schedule} in database {app_db}"))
+        )
+        scheduled = _still_scheduled(conn, access, wanted)
+    if not dry_run:
+        _record(conn, scheduled)
+    return result
+
+
+def _sync_jobs(
+    conn: psycopg.Connection,
+    access: CronAccess,
+    wanted: dict[str, CronJob],
+    result: Sync,
+    *,
+    dry_run: bool,
+) -> dict[str, str]:
+    """Make this database's skene jobs in pg_cron match `wanted`; returns loop -> job
+    for the loops pg_cron now runs."""
+    assert access.database is not None
+    app_db = access.app_database
+    by_name = {job.name: job for job in wanted.values()}
+    with pg_cron.cron_connection(conn, access.database) as cron:
+        current: dict[str, pg_cron.ScheduledJob] = {}
+        extra: list[pg_cron.ScheduledJob] = []
+        # A superuser sees every role's jobs: keep this role's own, else the first.
+        for found in sorted(pg_cron.skene_jobs(cron, app_db), key=lambda j: (not j.mine, j.jobid)):
+            if found.name in by_name and found.name not in current:
+                current[found.name] = found
             else:
-                changes.append(("update", name, f"{old.schedule} -> {job.schedule}"))
+                extra.append(found)  # a removed loop, an older naming, or a duplicate
+        # Each change is reported once made, so a refusal part-way reports what was done.
+        for gone in sorted(extra, key=lambda j: (j.name, j.jobid)):
+            if not dry_run:
+                cron.execute("SELECT cron.unschedule(%s::bigint)", (gone.jobid,))
+            why = "loop removed or disabled" if gone.name not in by_name else "duplicate job"
+            result.changes.append(("delete", gone.name, why))
+        for job in sorted(wanted.values(), key=lambda j: j.name):
+            old = current.get(job.name)
+            if old is not None and (old.schedule, old.command) == (job.schedule, job.command):
+                continue
             if not dry_run:
                 if old is not None:
-                    cron.execute("SELECT cron.unschedule(%s)", (name,))
-                cron.execute(
-                    "SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                    (name, job.schedule, job.command, app_db),
-                )
-    if not dry_run:
-        # Tell the worker which loops pg_cron runs; it runs the others itself.
-        with conn.transaction():
+                    cron.execute("SELECT cron.unschedule(%s::bigint)", (old.jobid,))
+                if access.same_database:  # cron.schedule: PUBLIC's, and enough here
+                    cron.execute(
+                        "SELECT cron.schedule(%s, %s, %s)", (job.name, job.schedule, job.command)
+                    )
+                else:
+                    cron.execute(
+                        "SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                        (job.name, job.schedule, job.command, app_db),
+                    )
+            if old is None:
+                result.changes.append(("create", job.name, f"{job.schedule} in database {app_db}"))
+            else:
+                result.changes.append(("update", job.name, f"{old.schedule} -> {job.schedule}"))
+    return {loop: job.name for loop, job in wanted.items()}
+
+
+def _still_scheduled(
+    conn: psycopg.Connection, access: CronAccess, wanted: dict[str, CronJob]
+) -> dict[str, str]:
+    """After pg_cron refused a change part-way: the loops whose job is there as wanted
+    (the others go to the worker)."""
+    assert access.database is not None
+    try:
+        with pg_cron.cron_connection(conn, access.database) as cron:
+            there = {
+                (j.name, j.schedule, j.command)
+                for j in pg_cron.skene_jobs(cron, access.app_database)
+            }
+    except psycopg.Error:
+        return {}
+    return {
+        loop: job.name
+        for loop, job in wanted.items()
+        if (job.name, job.schedule, job.command) in there
+    }
+
+
+def _record(conn: psycopg.Connection, scheduled: dict[str, str]) -> None:
+    """Tell the worker which loops pg_cron runs (skene.loops.cron_job); it runs the
+    others itself. Only rows that differ are written."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE skene.loops SET cron_job = NULL WHERE cron_job IS NOT NULL "
+            "AND NOT (name = ANY(%s))",
+            (list(scheduled),),
+        )
+        for loop, name in sorted(scheduled.items()):
             conn.execute(
-                "UPDATE skene.loops SET cron_job = NULL WHERE cron_job IS NOT NULL "
-                "AND NOT (cron_job = ANY(%s))",
-                (list(wanted),),
+                "UPDATE skene.loops SET cron_job = %s "
+                "WHERE name = %s AND cron_job IS DISTINCT FROM %s",
+                (name, loop, name),
             )
-            for name, _job in wanted.items():
-                loop = name[len(job_name("", app_db, cron_db)) :]
-                conn.execute(
-                    "UPDATE skene.loops SET cron_job = %s "
-                    "WHERE name = %s AND cron_job IS DISTINCT FROM %s",
-                    (name, loop, name),
-                )
-    return changes
+
+
+def _planned_with_new_extension(config: SkeneConfig, access: CronAccess) -> Sync:
+    """A dry run where pg_cron's extension is not created yet: apply would create it
+    (if this role may) and then every job."""
+    assert access.database is not None
+    wanted = wanted_jobs(config, access.app_database, access.database)
+    return Sync(
+        [
+            ("create", job.name, f"{job.schedule} in database {access.app_database}")
+            for job in sorted(wanted.values(), key=lambda j: j.name)
+        ],
+        [
+            Advice(
+                f"pg_cron's extension is not created in database {access.database}: "
+                "apply will create it, which needs a superuser or the provider's admin "
+                "role (otherwise skene-pg listen runs the loops)",
+                ("CREATE EXTENSION pg_cron;",),
+                access.database,
+            )
+        ],
+    )
 
 
 def _hand_to_worker(
-    conn: psycopg.Connection, why: str, *, dry_run: bool
-) -> list[tuple[str, str, str]]:
-    """Without pg_cron, clear skene.loops.cron_job so the worker runs the loops pg_cron
-    was running (it runs only those without one); a change for each."""
-    loops = conn.execute(
+    conn: psycopg.Connection,
+    problem: Advice,
+    loops: list[str],
+    *,
+    dry_run: bool,
+    access: CronAccess | None = None,
+) -> Sync:
+    """pg_cron won't run the loops for us: clear skene.loops.cron_job so the worker
+    runs the ones pg_cron was running (it runs only those without one), a change for
+    each, and a warning with what an admin could grant, when there are loops to run."""
+    result = Sync()
+    why = problem.message
+    handed = conn.execute(
         "SELECT name, cron_job FROM skene.loops WHERE cron_job IS NOT NULL ORDER BY name"
     ).fetchall()
-    if loops and not dry_run:
+    if handed and not dry_run:
         conn.execute(
             "UPDATE skene.loops SET cron_job = NULL WHERE name = ANY(%s) AND cron_job IS NOT NULL",
-            ([name for name, _ in loops],),
+            ([name for name, _ in handed],),
         )
-    return [("update", job, f"{why}; skene-pg listen runs loop {name} now") for name, job in loops]
+    result.changes += [
+        ("update", job, f"pg_cron does not run it; skene-pg listen runs loop {name} now")
+        for name, job in handed
+    ]
+    if loops:
+        result.warnings.append(
+            Advice(
+                f"{why}; skene-pg listen runs retention loop{'s' if len(loops) > 1 else ''} "
+                f"{', '.join(loops)} (keep it running)",
+                problem.fix,
+                problem.database,
+            )
+        )
+    if handed and access is not None and access.running and access.database:
+        # Jobs scheduled before this role lost its grants still fire: harmless (a slot
+        # runs once), but someone who may should remove them.
+        result.warnings.append(
+            Advice(
+                "pg_cron may still run the job(s) scheduled before: "
+                f"{', '.join(job for _, job in handed)}; a slot runs once, so this only "
+                "costs a call, but an admin can remove them",
+                tuple(
+                    f"SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = "
+                    f"{_literal(job)} AND database = {_literal(access.app_database)};"
+                    for _, job in handed
+                ),
+                access.database,
+            )
+        )
+    return result
 
 
 # --------------------------------------------------------------------------------

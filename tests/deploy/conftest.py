@@ -64,3 +64,7 @@ def connect_pooled(pooled_url: str) -> Iterator[Callable[..., psycopg.Connection
     yield _connect
     for conn in opened:
         conn.close()
+
+
+# Managed PostgreSQL without a superuser (tests/deploy/managed_pg.py): its fixtures.
+from tests.deploy.managed_pg import cron_cluster, deployment  # noqa: E402, F401

@@ -11,9 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from skene_pg.config import Change, SkeneConfig, apply_config, load_config
+from skene_pg.config import Change, apply_config, load_config
 from skene_pg.devdb import DevCluster
-from skene_pg.retention import schedules
 from skene_pg.retention.schedules import run_due
 from skene_pg.retention.templates import template_problems
 from tests.retention.conftest import T0, customer, days, jobs, set_now
@@ -153,58 +152,3 @@ def test_apply_refuses_unknown_templates_and_variables(tmp_path: Path) -> None:
     assert "custom.txt uses unknown variable(s) coupon_code" in problems[0]
     assert "loops m: template: no template 'nope'" in problems[1]
     assert template_problems(_load(tmp_path, CONFIG), None) == []
-
-
-def _scheduled_by_pg_cron_earlier(conn: psycopg.Connection, tmp_path: Path) -> SkeneConfig:
-    """The loop in the catalogue with cron_job set, as an apply with pg_cron left it."""
-    config = _load(tmp_path, CONFIG)
-    apply_config(conn, config)
-    conn.execute("UPDATE skene.loops SET cron_job = 'skene:dormant_users'")
-    set_now(conn, T0)
-    customer(conn, "c1", T0 - days(8))
-    assert run_due(conn, T0) == []  # pg_cron's to run
-    return config
-
-
-def test_without_pg_cron_preloaded_apply_hands_the_loops_to_the_worker(
-    conn: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(schedules, "cron_database", lambda conn: None)  # not preloaded
-    config = _scheduled_by_pg_cron_earlier(conn, tmp_path)
-    handed = [
-        Change(
-            "update",
-            "schedule",
-            "skene:dormant_users",
-            "pg_cron is not preloaded; skene-pg listen runs loop dormant_users now",
-        )
-    ]
-    assert apply_config(conn, config, dry_run=True) == handed
-    assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [("skene:dormant_users",)]
-    assert apply_config(conn, config) == handed
-    assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [(None,)]
-    assert apply_config(conn, config) == []
-    # the worker runs it now
-    assert [(r.loop_name, r.slot, r.queued) for r in run_due(conn, T0)] == [
-        ("dormant_users", T0, 1)
-    ]
-
-
-def test_when_pg_cron_cannot_be_installed_apply_hands_the_loops_to_the_worker(
-    conn: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # pg_cron only installs in cron.database_name (or is not installed at all)
-    database = conn.info.dbname
-    monkeypatch.setattr(schedules, "cron_database", lambda conn: database)
-    config = _scheduled_by_pg_cron_earlier(conn, tmp_path)
-    assert apply_config(conn, config) == [
-        Change(
-            "update",
-            "schedule",
-            "skene:dormant_users",
-            f"pg_cron cannot be installed in database {database}; "
-            "skene-pg listen runs loop dormant_users now",
-        )
-    ]
-    assert conn.execute("SELECT cron_job FROM skene.loops").fetchall() == [(None,)]
-    assert [r.loop_name for r in run_due(conn, T0)] == ["dormant_users"]
