@@ -21,6 +21,14 @@ def require_url(url: str | None) -> str:
     return url
 
 
+def connect_kwargs(
+    *, autocommit: bool = False, application_name: str = APPLICATION_NAME, **kwargs: object
+) -> dict[str, object]:
+    """The settings of every project connection, for `connect` and for pools (a pool
+    opens its connections itself and takes these as its `kwargs`)."""
+    return {"autocommit": autocommit, "application_name": application_name, **kwargs}
+
+
 def connect(url: str, *, autocommit: bool = False, **kwargs: object) -> psycopg.Connection:
     """A psycopg connection; `url` is a postgresql:// URL or a libpq key=value string."""
-    return psycopg.connect(url, autocommit=autocommit, application_name=APPLICATION_NAME, **kwargs)  # type: ignore[arg-type]
+    return psycopg.connect(url, **connect_kwargs(autocommit=autocommit, **kwargs))  # type: ignore[arg-type]
