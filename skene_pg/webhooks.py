@@ -1,7 +1,7 @@
 """The webhook endpoints `skene-pg listen --http` serves, put together: Stripe
 (billing) and Resend (email), each only when its secret is set; and the program of
 the webhook server's own process (`python -m skene_pg.webhooks`, started by
-`http_server.WebhookProcess`).
+`http_process.WebhookProcess`).
 
 A bad or missing signature, a timestamp outside the tolerance (either way), or a body
 that is not JSON PostgreSQL can store is answered 400 and stores nothing; a body over
@@ -23,7 +23,8 @@ from skene_pg.billing.webhook import PATH as STRIPE_PATH
 from skene_pg.billing.webhook import stripe_route
 from skene_pg.email.webhook import PATH as RESEND_PATH
 from skene_pg.email.webhook import resend_route
-from skene_pg.http_server import BodyGuard, Database, HttpLimits, run_child
+from skene_pg.http_process import run_child
+from skene_pg.http_server import BodyGuard, Database, HttpLimits
 from skene_pg.logs import setup_logging
 
 

@@ -21,7 +21,8 @@ from skene_pg import db
 from skene_pg.billing import queries
 from skene_pg.billing.stripe_jobs import StripeSyncHandler, make_client
 from skene_pg.cli.output import format_table
-from skene_pg.http_server import HttpServer, bind
+from skene_pg.http_process import bind
+from skene_pg.http_server import HttpServer
 from skene_pg.jobs.worker import Worker, WorkerSettings
 from skene_pg.report import print_funnel
 from skene_pg.webhooks import WebhookSettings, make_app

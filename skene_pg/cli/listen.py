@@ -15,7 +15,8 @@ from skene_pg import db
 from skene_pg.cli.common import database_url_option, fails_cleanly
 from skene_pg.cli.email_options import email_settings, link_options, templates_option
 from skene_pg.cli.http_options import http_options
-from skene_pg.http_server import BindError, HttpLimits, WebhookProcess, bind, parse_address
+from skene_pg.http_process import BindError, WebhookProcess, bind, parse_address
+from skene_pg.http_server import HttpLimits
 from skene_pg.jobs.worker import Worker, WorkerSettings
 from skene_pg.logs import setup_logging
 

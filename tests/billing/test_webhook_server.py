@@ -24,7 +24,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from skene_pg.http_server import HttpLimits, HttpServer, bind
+from skene_pg.http_process import bind
+from skene_pg.http_server import HttpLimits, HttpServer
 from skene_pg.webhooks import WebhookSettings, make_app
 from tests.billing.conftest import RESEND_SECRET, STRIPE_SECRET, count
 from tests.billing.http_helpers import (
