@@ -34,6 +34,24 @@ def require_url(url: str | None) -> str:
     return url
 
 
+def connect_kwargs(
+    *,
+    autocommit: bool = False,
+    prepare_threshold: int | None = None,
+    application_name: str = APPLICATION_NAME,
+    **kwargs: object,
+) -> dict[str, object]:
+    """The settings of every project connection, for `connect` and for pools (a pool
+    opens its connections itself and takes these as its `kwargs`): no server-side
+    prepared statements unless asked for, and skene-pg's application_name."""
+    return {
+        "autocommit": autocommit,
+        "prepare_threshold": prepare_threshold,
+        "application_name": application_name,
+        **kwargs,
+    }
+
+
 def connect(
     url: str,
     *,
@@ -49,12 +67,9 @@ def connect(
     `application_name` (default "skene-pg") travels in the startup packet, where a
     pooler keeps it per client, rather than being SET on a session it may share.
     """
-    kwargs.setdefault("application_name", APPLICATION_NAME)
     return psycopg.connect(
         url,
-        autocommit=autocommit,
-        prepare_threshold=prepare_threshold,
-        **kwargs,  # type: ignore[arg-type]
+        **connect_kwargs(autocommit=autocommit, prepare_threshold=prepare_threshold, **kwargs),  # type: ignore[arg-type]
     )
 
 

@@ -21,6 +21,7 @@ from skene_pg import db
 from skene_pg.billing import queries
 from skene_pg.billing.stripe_jobs import StripeSyncHandler, make_client
 from skene_pg.cli.output import format_table
+from skene_pg.http_process import bind
 from skene_pg.http_server import HttpServer
 from skene_pg.jobs.worker import Worker, WorkerSettings
 from skene_pg.report import print_funnel
@@ -97,7 +98,7 @@ def signed(body: bytes, secret: str = SECRET) -> str:
 def show_billing(url: str) -> None:
     click.secho("\nBilling: the customer subscribes", bold=True)
     stripe_api = _DemoStripe()
-    server = HttpServer(make_app(url, WebhookSettings(stripe_secret=SECRET)), "127.0.0.1", 0)
+    server = HttpServer(make_app(url, WebhookSettings(stripe_secret=SECRET)), bind("127.0.0.1", 0))
     server.start()
     try:
         event = {

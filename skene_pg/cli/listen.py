@@ -16,7 +16,9 @@ from psycopg.conninfo import conninfo_to_dict
 from skene_pg import db, migrations
 from skene_pg.cli.common import CommandError, database_url_option, fails_cleanly
 from skene_pg.cli.email_options import email_settings, link_options, templates_option
-from skene_pg.http_server import HttpServer, parse_address
+from skene_pg.cli.http_options import http_options
+from skene_pg.http_process import BindError, WebhookProcess, bind, parse_address
+from skene_pg.http_server import HttpLimits
 from skene_pg.jobs.worker import Worker, WorkerCrashed, WorkerSettings
 from skene_pg.logs import setup_logging
 
@@ -121,8 +123,9 @@ log = logging.getLogger("skene_pg.worker")
     show_envvar=True,
     metavar="HOST:PORT",
     help="Also serve POST /webhooks/stripe (STRIPE_WEBHOOK_SECRET) and "
-    "/webhooks/resend (RESEND_WEBHOOK_SECRET).",
+    "/webhooks/resend (RESEND_WEBHOOK_SECRET), from a process of its own.",
 )
+@http_options
 @click.option(
     "--drain",
     is_flag=True,
@@ -161,6 +164,8 @@ def listen_command(
     lease: float,
     retry_base: float,
     http_address: str | None,
+    http_database_url: str | None,
+    http_limits: HttpLimits,
     drain: bool,
     log_level: str,
     log_json: bool,
@@ -179,7 +184,9 @@ def listen_command(
     SKENE_SMTP_URL (smtp://user:password@host:587, or smtps://), and
     SKENE_UNSUBSCRIBE_SECRET (signs the token in unsubscribe links). With
     STRIPE_API_KEY it also syncs plans from Stripe and reports metered usage;
-    --http serves the Stripe and Resend webhooks.
+    --http serves the Stripe and Resend webhooks from a child process with its own
+    limits and database pool (--http-*), so a flood of requests can't slow or stop
+    the email.
 
     \b
     Examples:
@@ -215,6 +222,11 @@ def listen_command(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     require_schema(url)
+    server = (
+        webhook_server(http_database_url or url, http_address, http_limits, log_level, log_json)
+        if http_address
+        else None
+    )
     where = f" ({Path(outbox_dir).resolve()})" if email_provider == "outbox" else ""
     log.info("email provider: %s%s", email_provider, where)
     worker = build_worker(
@@ -240,7 +252,8 @@ def listen_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = start_webhook_server(url, http_address) if http_address else None
+    if server is not None:
+        server.start()
     try:
         stats = worker.run()
     except WorkerCrashed as exc:  # logged with its traceback by the worker
@@ -291,8 +304,12 @@ def build_worker(
     return Worker(url, handlers, worker_settings, periodic=periodic, listen_url=listen_url)
 
 
-def start_webhook_server(url: str, address: str) -> HttpServer:
-    from skene_pg.webhooks import WebhookSettings, make_app
+def webhook_server(
+    url: str, address: str, limits: HttpLimits, log_level: str, log_json: bool
+) -> WebhookProcess:
+    """The webhook server's process, not started yet, on a socket bound now: a port in
+    use is a one-line error before the worker starts."""
+    from skene_pg.webhooks import WebhookSettings, child_settings
 
     try:
         host, port = parse_address(address)
@@ -307,8 +324,21 @@ def start_webhook_server(url: str, address: str) -> HttpServer:
             "--http needs STRIPE_WEBHOOK_SECRET and/or RESEND_WEBHOOK_SECRET: without a "
             "secret no webhook can be verified"
         )
-    server = HttpServer(make_app(url, settings), host, port).start()
-    log.info("webhooks on http://%s:%d: %s", host, server.port, ", ".join(settings.paths()))
+    try:
+        sock = bind(host, port)
+    except BindError as exc:
+        raise click.ClickException(f"--http {address}: {exc}") from exc
+    server = WebhookProcess(
+        "skene_pg.webhooks", child_settings(url, settings, limits, log_level, log_json), sock
+    )
+    log.info(
+        "webhooks on http://%s:%d: %s (max body %d bytes, %d database sessions)",
+        host,
+        server.port,
+        ", ".join(settings.paths()),
+        limits.max_body,
+        limits.pool_size,
+    )
     return server
 
 
