@@ -27,152 +27,40 @@ provider. SIGTERM stops claiming and lets running jobs finish.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import queue as queue_lib
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-from skene_pg import db
 from skene_pg.jobs import protocol as q
-from skene_pg.jobs.kinds import Handler, Outcome, PeriodicTask
-from skene_pg.jobs.retry import RetryPolicy
+from skene_pg.jobs.bookkeeper import Bookkeeping
+from skene_pg.jobs.kinds import Outcome
+from skene_pg.jobs.listener import Listening
+from skene_pg.jobs.runtime import (
+    CONNECTION_ERRORS,
+    STOP,
+    Backoff,
+    Stats,
+    WorkerCrashed,
+    WorkerSettings,
+    one_line,
+)
 from skene_pg.logs import scrub
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+__all__ = ["Worker", "WorkerCrashed", "WorkerSettings"]
 
 
-@dataclass
-class WorkerSettings:
-    concurrency: int = 8  # sends at once
-    poll_interval: float = 5.0  # seconds between polls (and reaps) without notifications
-    lease: float = 30.0  # seconds; extended every lease/3 while a job runs
-    drain: bool = False  # run every due job, then return
-    retry_base: float = 5.0  # first retry after ~base seconds, doubling, with jitter
-    retry_cap: float = 3600.0  # longest wait between retries
-    max_lost: int = 3  # lost leases before a job is dead (it kills its worker)
-    reconnect_max: float = 30.0  # longest wait between reconnection attempts
-    name: str | None = None  # shown in skene.jobs.locked_by; default host:pid
-
-
-@dataclass
-class Stats:
-    claimed: int = 0
-    succeeded: int = 0
-    skipped: int = 0
-    dead: int = 0
-    retryable: int = 0
-    deferred: int = 0
-    stale: int = 0  # finishes ignored because the lease had been lost
-    reaped: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
-
-
-class _Backoff:
-    """Exponential backoff with full jitter for reconnects."""
-
-    def __init__(self, first: float = 0.1, cap: float = 30.0):
-        self.first, self.cap, self.n = first, cap, 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * 2**self.n)
-        self.n += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.n = 0
-
-
-_STOP = object()
-
-
-class WorkerCrashed(RuntimeError):
-    """A thread of the worker died of an error it does not handle, so the worker
-    stopped. `thread` names it (skene-bookkeeper, skene-listener, skene-send_N, main)."""
-
-    def __init__(self, thread: str, error: BaseException):
-        super().__init__(f"the worker's {thread} thread died: {_one_line(error)}")
-        self.thread = thread
-        self.error = error
-
-
-def _one_line(error: BaseException) -> str:
-    """`Class: message` on one line (a database error's primary message, without the
-    query position and hint psycopg appends)."""
-    message = str(error).strip()
-    if isinstance(error, psycopg.Error) and error.diag.message_primary:
-        message = error.diag.message_primary
-    first = message.splitlines()[0] if message else ""
-    return f"{type(error).__name__}: {scrub(first)}"
-
-
-class Worker:
-    def __init__(
-        self,
-        database_url: str,
-        handlers: Sequence[Handler],
-        settings: WorkerSettings | None = None,
-        periodic: Sequence[PeriodicTask] = (),
-        listen_url: str | None = None,
-    ):
-        self.url = database_url
-        self.listen_url = listen_url  # a direct connection for LISTEN; None: database_url
-        self.settings = settings or WorkerSettings()
-        if self.settings.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.settings.lease <= 0 or self.settings.poll_interval <= 0:
-            raise ValueError("lease and poll interval must be positive")
-        self.handlers = {h.kind: h for h in handlers}
-        self.periodic = list(periodic)
-        self.retry_policy = RetryPolicy(
-            "exponential", self.settings.retry_base, self.settings.retry_cap
-        )
-        self._periodic_next: dict[str, float] = {}  # task name -> monotonic time
-        self.name = self.settings.name or f"{socket.gethostname()}:{os.getpid()}"
-        self.stats = Stats()
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._more = True  # there may be due jobs we have not claimed
-        self._signals = 0  # bumped by every notification (see _claim_and_dispatch)
-        self._backlog = False  # the last claim was full: more jobs are waiting
-        self._sending = 0  # jobs handed to senders and not back yet
-        self._leased: dict[int, q.Job] = {}  # claimed, finish not yet recorded
-        self._next_due = math.inf  # monotonic time of the earliest retry we scheduled
-        self._finishes: queue_lib.Queue[Any] = queue_lib.Queue()
-        self.listening = threading.Event()  # set while the LISTEN connection is up
-        self.polling_only = threading.Event()  # set when LISTEN was given up for a pooler
-        self._crash: tuple[str, BaseException] | None = None  # the first thread that died
-
-    # -- public ------------------------------------------------------------------
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    def stop(self) -> None:
-        """Stop claiming; running jobs finish, then run() returns. Safe from signal
-        handlers and other threads."""
-        self._stopping.set()
-        self._wake.set()
+class Worker(Bookkeeping, Listening):
+    """The worker: run() starts the bookkeeper and listener threads and the senders,
+    and claims and dispatches jobs on the calling thread until stopped."""
 
     def run(self) -> Stats:
         s = self.settings
@@ -202,7 +90,7 @@ class Worker:
         finally:
             self._stopping.set()
             pool.shutdown(wait=True)  # running sends finish
-            self._finishes.put(_STOP)  # then their outcomes are recorded
+            self._finishes.put(STOP)  # then their outcomes are recorded
             bookkeeper.join(timeout=s.lease + 5)
             if listener is not None:
                 listener.join(timeout=5)
@@ -230,40 +118,16 @@ class Worker:
             "thread %s died (%s): stopping the worker; running sends finish, and a job "
             "whose outcome is not recorded runs again when its lease expires",
             thread,
-            _one_line(exc),
+            one_line(exc),
             exc_info=exc,
         )
         self.stop()
-
-    # -- connections ---------------------------------------------------------------
-    def _connect(self, purpose: str, url: str | None = None) -> psycopg.Connection:
-        """Autocommit: every statement is its own transaction, so any server process
-        of a pooler may run it. The name shown in pg_stat_activity goes in the startup
-        packet (a pooler restores it for each transaction it hands us), not in a SET
-        that would stay behind on a shared server process."""
-        return db.connect(
-            url or self.url,
-            autocommit=True,
-            application_name=f"skene-pg {purpose}",
-            connect_timeout=10,
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
-
-    @staticmethod
-    def _close(conn: psycopg.Connection | None) -> None:
-        if conn is not None:
-            # a broken connection may fail to close: it is gone anyway
-            with contextlib.suppress(Exception):
-                conn.close()
 
     # -- main thread: poll, reap, claim, dispatch --------------------------------
     def _main_loop(self, pool: ThreadPoolExecutor) -> None:
         s = self.settings
         conn: psycopg.Connection | None = None
-        backoff = _Backoff(cap=s.reconnect_max)
+        backoff = Backoff(cap=s.reconnect_max)
         next_poll = 0.0  # fetch at start
         try:
             while not self._stopping.is_set():
@@ -287,7 +151,7 @@ class Worker:
                             self._run_periodic(conn)
                         self._claim_and_dispatch(conn, pool)
                         backoff.reset()
-                    except _CONNECTION_ERRORS as exc:
+                    except CONNECTION_ERRORS as exc:
                         self._close(conn)
                         conn = None
                         self._more = True
@@ -320,7 +184,7 @@ class Worker:
             self._periodic_next[task.name] = now + task.every
             try:
                 task.run(conn)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 raise
             except psycopg.Error as exc:
                 log.warning("%s: %s", task.name, scrub(str(exc).strip()))
@@ -404,191 +268,3 @@ class Worker:
             f": {scrub(outcome.reason)}" if outcome.reason else "",
             extra=fields,
         )
-
-    # -- bookkeeper: finishes and lease extensions ------------------------------------
-    def _bookkeeper(self) -> None:
-        s = self.settings
-        conn: psycopg.Connection | None = None
-        backoff = _Backoff(cap=s.reconnect_max)
-        pending: list[q.Finish] = []
-        stopping_at: float | None = None
-        next_extend = time.monotonic() + s.lease / 3
-        try:
-            while True:
-                if not pending:
-                    try:
-                        item = self._finishes.get(timeout=max(0.0, next_extend - time.monotonic()))
-                        if item is _STOP:
-                            stopping_at = time.monotonic()
-                        else:
-                            pending.append(item)
-                    except queue_lib.Empty:
-                        pass
-                while True:
-                    try:
-                        item = self._finishes.get_nowait()
-                    except queue_lib.Empty:
-                        break
-                    if item is _STOP:
-                        stopping_at = stopping_at or time.monotonic()
-                    else:
-                        pending.append(item)
-                try:
-                    if (pending or time.monotonic() >= next_extend) and (
-                        conn is None or conn.closed
-                    ):
-                        conn = self._connect("worker bookkeeper")
-                    if pending:
-                        self._record(conn, pending)  # type: ignore[arg-type]
-                        pending = []
-                    if time.monotonic() >= next_extend:
-                        self._extend(conn)  # type: ignore[arg-type]
-                        next_extend = time.monotonic() + s.lease / 3
-                    backoff.reset()
-                except _CONNECTION_ERRORS as exc:
-                    self._close(conn)
-                    conn = None
-                    if stopping_at is not None and time.monotonic() - stopping_at > s.lease:
-                        log.error(
-                            "could not record %d outcome(s) before stopping: their "
-                            "leases expire and the jobs run again (idempotently)",
-                            len(pending),
-                        )
-                        return
-                    delay = backoff.next()
-                    log.warning(
-                        "bookkeeper: database unreachable (%s): retrying in %.1fs",
-                        scrub(str(exc).strip()),
-                        delay,
-                    )
-                    time.sleep(delay)
-                    continue
-                if stopping_at is not None and not pending:
-                    return
-        finally:
-            self._close(conn)
-
-    def _record(self, conn: psycopg.Connection, finishes: list[q.Finish]) -> None:
-        plain = [f for f in finishes if f.apply is None]
-        results = q.finish(conn, plain)
-        applied = [f for f in finishes if f.apply is not None]
-        finishes = plain + [self._apply_and_finish(conn, f, results) for f in applied]
-        with self._lock:
-            jobs = {f.job_id: self._leased.pop(f.job_id, None) for f in finishes}
-        for f in finishes:
-            job = jobs[f.job_id]
-            if not results.get(f.job_id, False):
-                self.stats.add("stale")
-                log.warning(
-                    "job %d: outcome %s ignored: the lease was lost (the job runs "
-                    "again; its idempotency key prevents a second delivery)",
-                    f.job_id,
-                    f.outcome,
-                    extra={
-                        "job_id": f.job_id,
-                        "kind": job.kind if job else None,
-                        "attempt": job.attempt if job else None,
-                    },
-                )
-                continue
-            self.stats.add(f.outcome)
-            if f.outcome in ("retryable", "deferred"):
-                with self._lock:
-                    self._next_due = min(self._next_due, time.monotonic() + f.retry_in)
-        self._wake.set()
-
-    def _apply_and_finish(
-        self, conn: psycopg.Connection, f: q.Finish, results: dict[int, bool]
-    ) -> q.Finish:
-        """A handler's database step and the job's finish, in one transaction: the
-        writes stay only if the lease was still ours. Returns the finish recorded."""
-        assert f.apply is not None
-        try:
-            with conn.transaction():
-                results.update(q.finish(conn, [f]))
-                if not results[f.job_id]:
-                    raise psycopg.Rollback()
-                f.apply(conn)
-            return f
-        except _CONNECTION_ERRORS:
-            raise
-        except Exception as exc:
-            reason = f"applying the result failed: {type(exc).__name__}: {scrub(str(exc))}"
-            log.warning("job %d: %s", f.job_id, reason, extra={"job_id": f.job_id})
-            with self._lock:
-                job = self._leased.get(f.job_id)
-            delay = self.retry_policy.delay(job.attempt if job else 1)
-            failed = q.Finish(f.job_id, f.lease_token, "retryable", reason, delay)
-            results.update(q.finish(conn, [failed]))
-            return failed
-
-    def _extend(self, conn: psycopg.Connection) -> None:
-        with self._lock:
-            leases = [(job.id, job.lease_token) for job in self._leased.values()]
-        for job_id in q.extend_leases(conn, leases, self.settings.lease):
-            log.warning(
-                "job %d: lease lost while running (reaped or cancelled)",
-                job_id,
-                extra={"job_id": job_id},
-            )
-
-    # -- listener --------------------------------------------------------------------
-    def _listener(self) -> None:
-        backoff = _Backoff(cap=self.settings.reconnect_max)
-        checked = False  # whether the LISTEN connection was checked for a pooler
-        while not self._stopping.is_set():
-            conn: psycopg.Connection | None = None
-            try:
-                conn = self._connect("listen", self.listen_url)
-                if not checked:
-                    checked = True
-                    if not self._may_listen(conn):
-                        self.polling_only.set()
-                        return
-                conn.execute(f"LISTEN {q.CHANNEL}")
-                self.listening.set()
-                backoff.reset()
-                self._notified()  # notifications may have been missed while away
-                while not self._stopping.is_set():
-                    for _ in conn.notifies(timeout=1.0):
-                        self._notified()
-            except _CONNECTION_ERRORS as exc:
-                self.listening.clear()
-                delay = backoff.next()
-                log.warning(
-                    "LISTEN connection lost (%s): reconnecting in %.1fs",
-                    scrub(str(exc).strip()),
-                    delay,
-                )
-                self._stopping.wait(delay)
-            finally:
-                self.listening.clear()
-                self._close(conn)
-
-    def _may_listen(self, conn: psycopg.Connection) -> bool:
-        """False when LISTEN would go through a pooler nobody vouched for: in
-        transaction mode the LISTEN lands on a server process that serves other
-        clients next, and notifications never reach us (PgBouncer drops them)."""
-        if not db.through_pooler(conn):
-            return True
-        if self.listen_url is not None:
-            log.warning(
-                "the LISTEN database URL (SKENE_LISTEN_DATABASE_URL) goes through a "
-                "connection pooler: notifications arrive only if it runs in session mode; "
-                "new jobs are picked up by polling every %.1fs otherwise",
-                self.settings.poll_interval,
-            )
-            return True
-        log.warning(
-            "the database URL goes through a connection pooler (PgBouncer or similar), "
-            "where LISTEN hears no notifications: not listening, polling every %.1fs "
-            "instead. Set SKENE_LISTEN_DATABASE_URL (--listen-database-url) to a direct "
-            "connection to pick up new jobs at once",
-            self.settings.poll_interval,
-        )
-        return False
-
-    def _notified(self) -> None:
-        self._signals += 1
-        self._more = True
-        self._wake.set()
