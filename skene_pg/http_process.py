@@ -1,7 +1,7 @@
 """The webhook server in a process of its own, the way `skene-pg listen --http` runs
 it: this process binds the socket (a port in use is one clear error, at start) and
 supervises the child, `python -m skene_pg.webhooks`, which serves the socket with
-`http_server`'s limits. The child has its own memory, interpreter lock, threads and
+the limits of `http_limits`. The child has its own memory, interpreter lock, threads and
 database pool, so a flood of webhooks can't slow or stop the email beside it."""
 
 from __future__ import annotations

@@ -1,75 +1,48 @@
-"""The HTTP side of `skene-pg listen --http`: uvicorn serving a Starlette app, and what
-every endpoint shares (the limits, database access, JSON bodies, timestamps, 400s and
-503s). Endpoints live with their feature (billing/webhook.py, email/webhook.py);
-`webhooks.py` puts them together; `http_process.py` runs them in a process of their
-own.
-
-What a stranger on the network can't do to it (docs/billing.md, "Webhook server
-limits"):
-
-- send a big body: `BodyGuard` answers 413 as soon as Content-Length says so, or as
-  soon as a streamed (chunked) body passes the limit, and never holds more than the
-  limit of one body (and no more than `max_buffered` over all bodies at once);
-- hold connections open: `GuardedH11Protocol` gives the request line and headers
-  `header_timeout` (from the connection, or from the previous answer), `BodyGuard`
-  gives the body `body_timeout`, and past `max_connections` the connection idle the
-  longest (waiting for headers, trickling a body, or lingering after an answer) is
-  closed to make room, or the new one is refused;
-- exhaust the database: one bounded pool (`pool_size` sessions, never more); a request
-  that gets no connection within `pool_timeout` is a 503 with Retry-After."""
+"""The HTTP side of `skene-pg listen --http`: what every endpoint shares (the limits,
+database access, JSON bodies, timestamps, 400s and 503s) and the server they run in,
+uvicorn serving a Starlette app (`guarded_server`; `HttpServer` runs it in a thread
+for the demo). Endpoints live with their feature (billing/webhook.py,
+email/webhook.py); `webhooks.py` puts them together; `http_process.py` runs them in a
+process of their own. The limits and what enforces them are in `http_limits`, the
+database pool in `http_database`; the names endpoints use from both are importable
+from here."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import math
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import h11
-import psycopg
 import uvicorn
-from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from starlette.types import ASGIApp
 
-from skene_pg import db
+from skene_pg.http_database import Busy, Database
+from skene_pg.http_limits import RETRY_AFTER, BodyGuard, GuardedH11Protocol, HttpLimits
 
-log = logging.getLogger("skene_pg.http")
+__all__ = [
+    "BACKLOG",
+    "BadBody",
+    "BodyGuard",
+    "Busy",
+    "Database",
+    "HttpLimits",
+    "HttpServer",
+    "bad_request",
+    "guarded_server",
+    "parse_json",
+    "timestamp_problem",
+    "unavailable",
+]
 
-APPLICATION_NAME = "skene-pg-webhooks"  # pg_stat_activity tells the server's sessions
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; larger is a 400 from h11
 MAX_JSON_DEPTH = 64
-RETRY_AFTER = 1  # seconds, on every 503
 # Connections the kernel queues before they are accepted; also how many the event loop
 # accepts in one turn, before the connection cap closes the excess.
 BACKLOG = 1024
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """What one client, or many, may take from the server. The CLI's defaults."""
-
-    max_body: int = 1024 * 1024  # bytes
-    header_timeout: float = 10.0  # seconds for the request line and headers
-    body_timeout: float = 10.0  # seconds for the whole body, from the end of the headers
-    max_connections: int = 512
-    pool_size: int = 4  # database sessions, at most
-    pool_timeout: float = 2.0  # seconds to wait for one, then 503
-    keep_alive: float = 5.0  # an idle keep-alive connection is closed after this
-    linger: float = 2.0  # after an early answer (413), the rest of the body may arrive
-
-    @property
-    def max_buffered(self) -> int:
-        """Bytes of request bodies held at once, over all connections (then 503)."""
-        return 32 * self.max_body
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -161,345 +134,7 @@ def timestamp_problem(at: float, tolerance: float, now: float | None = None) -> 
     return f"the timestamp is {when}; the tolerance is {int(tolerance)} s either way"
 
 
-# -- the database ----------------------------------------------------------------------
-
-
-class Busy(Exception):
-    """No database connection within the pool's timeout, or the database is away."""
-
-
-class Database:
-    """How endpoints reach the database: one bounded pool (`pool_size` sessions at
-    most, opened lazily, `APPLICATION_NAME`), used from as many threads as it has
-    connections; a request waits at most `pool_timeout` for one, then `Busy`."""
-
-    def __init__(self, url: str, limits: HttpLimits):
-        self.limits = limits
-        self.pool = ConnectionPool(
-            url,
-            kwargs=db.connect_kwargs(
-                autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10
-            ),
-            min_size=1,
-            max_size=limits.pool_size,
-            timeout=limits.pool_timeout,
-            max_waiting=limits.pool_size,
-            name="skene-webhooks",
-            open=False,
-        )
-        self._slots: anyio.Semaphore | None = None
-        self._threads: anyio.CapacityLimiter | None = None
-
-    def open(self) -> None:
-        self._slots = anyio.Semaphore(self.limits.pool_size)
-        self._threads = anyio.CapacityLimiter(self.limits.pool_size)
-        self.pool.open(wait=False)
-
-    def close(self) -> None:
-        self.pool.close(timeout=5)
-
-    async def run(self, work: Callable[[psycopg.Connection], Any]) -> Any:
-        """`work(conn)` on a pooled autocommit connection, in a thread of our own."""
-        if self._slots is None or self._threads is None:
-            raise RuntimeError("Database.open() was not called")
-        try:
-            with anyio.fail_after(self.limits.pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise Busy(f"all {self.limits.pool_size} database connections are busy; retry") from exc
-        try:
-            return await anyio.to_thread.run_sync(self._run, work, limiter=self._threads)
-        finally:
-            self._slots.release()
-
-    def _run(self, work: Callable[[psycopg.Connection], Any]) -> Any:
-        """psycopg.DataError (the delivery itself is wrong) goes up to the endpoint, a
-        400; any other failure is Busy, a 503: nothing was stored, and the same
-        delivery later (the database back, or its setup fixed) will be."""
-        try:
-            with self.pool.connection() as conn:
-                return work(conn)
-        except (PoolTimeout, TooManyRequests) as exc:
-            raise Busy(
-                f"no database connection within {self.limits.pool_timeout:g} s; retry"
-            ) from exc
-        except psycopg.DataError:
-            raise
-        except psycopg.Error as exc:
-            if _transient(exc):  # gone, restarting, too many, timed out, deadlock
-                log.warning("webhook: database unavailable: %s", _first_line(exc))
-                raise Busy("the database is unavailable; retry") from exc
-            log.error("webhook: the database refused the delivery: %s", _first_line(exc))
-            raise Busy(f"the database refused it ({_first_line(exc)}); retry") from exc
-
-
-def _transient(exc: psycopg.Error) -> bool:
-    state = exc.sqlstate
-    if state is None:
-        return True  # no answer from the server: the connection failed or broke
-    return state[:2] in ("08", "40", "53", "57") or state == "55P03"
-
-
-def _first_line(exc: psycopg.Error) -> str:
-    return (exc.diag.message_primary or str(exc).strip().split("\n")[0])[:300]
-
-
-# -- the body --------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
-
-
-class _OverBudget(Exception):
-    pass
-
-
-class BodyGuard:
-    """ASGI middleware: the whole body, within `max_body` and `body_timeout`, before
-    the endpoint runs; the endpoint then reads it from memory.
-
-    413 when Content-Length is over the limit (without reading a byte of the body,
-    and without `100 Continue`), or as soon as a streamed body passes it; 408 when
-    the body is not in within `body_timeout`; 503 when the bodies being read would
-    hold more than `max_buffered` bytes together."""
-
-    def __init__(self, app: ASGIApp, limits: HttpLimits):
-        self.app = app
-        self.limits = limits
-        self.buffered = 0  # all requests run on one event loop: no lock needed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limits.max_body
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await _answer(send, 413, f"the body is {declared} bytes; the limit is {limit}")
-            return
-        held = 0
-        try:
-            try:
-                with anyio.fail_after(self.limits.body_timeout):
-                    body, held = await self._read(receive)
-            except TimeoutError:
-                timeout = f"{self.limits.body_timeout:g}"
-                await _answer(send, 408, f"the body did not arrive within {timeout} s", close=True)
-                return
-            except _TooLarge:
-                await _answer(send, 413, f"the body is larger than the limit of {limit} bytes")
-                return
-            except _OverBudget:
-                await _answer(send, 503, "too many bodies being received at once; retry")
-                return
-            except _Disconnected:
-                return
-            await self.app(scope, _replay(body, receive), send)
-        finally:
-            self.buffered -= held
-
-    async def _read(self, receive: Receive) -> tuple[bytes, int]:
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.limits.max_body:
-                    raise _TooLarge
-                if self.buffered + len(chunk) > self.limits.max_buffered:
-                    raise _OverBudget
-                self.buffered += len(chunk)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks), size
-        except BaseException:
-            self.buffered -= sum(len(c) for c in chunks)
-            raise
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value)  # h11 refused anything but digits
-    return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # a disconnect, when the client goes
-
-    return replay
-
-
-async def _answer(send: Send, status: int, reason: str, close: bool = False) -> None:
-    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else {}
-    if close:
-        headers["Connection"] = "close"
-    response = JSONResponse({"error": reason}, status_code=status, headers=headers)
-    await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:  # JSONResponse never reads
-    return {"type": "http.disconnect"}
-
-
-# -- connections -----------------------------------------------------------------------
-
-
-def _raw_response(status: str, reason: str, *headers: str) -> bytes:
-    """An answer written straight to the socket, where h11 can't send one (no
-    request yet), and closed after."""
-    body = json.dumps({"error": reason}).encode()
-    head = [
-        f"HTTP/1.1 {status}",
-        "content-type: application/json",
-        "connection: close",
-        f"content-length: {len(body)}",
-        *headers,
-    ]
-    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
-
-
-_REFUSED = _raw_response(
-    "503 Service Unavailable", "too many connections; retry", f"retry-after: {RETRY_AFTER}"
-)
-_TIMED_OUT = _raw_response("408 Request Timeout", "the headers did not arrive in time")
-
-
-class _Refusals:
-    """Refused connections, logged at most every 10 s (a flood must not flood the log)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.logged_at = -math.inf
-
-    def note(self, connections: int) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.logged_at >= 10:
-            log.warning(
-                "webhook server: %d busy connections; refused %d new one(s)",
-                connections,
-                self.count,
-            )
-            self.count, self.logged_at = 0, now
-
-
-_refusals = _Refusals()
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with deadlines and a connection cap.
-
-    uvicorn's own `timeout_keep_alive` only runs between requests and stops at the
-    first byte, and `limit_concurrency` answers 503 only once a whole request is in,
-    so a client sending headers a byte at a time, or never, would hold its socket for
-    ever. Here every connection is in one phase: `headers` (waiting for the request
-    line and headers: `header_timeout`, from the connection or the previous answer),
-    `body` (the endpoint's BodyGuard has `body_timeout`; this closes it a second
-    later as a backstop), `busy` (the endpoint is answering) or `linger` (answered
-    early, e.g. 413, while the rest of the body arrives and is thrown away:
-    `linger`). Past `max_connections`, the connection longest in `headers`, `body`
-    or `linger` is closed to make room; with none, the new one gets a 503."""
-
-    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
-        self.limits: HttpLimits = getattr(config, "skene_limits", HttpLimits())
-        self.phase: str | None = None
-        self.phase_since = 0.0
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
-            # closed ones stay in the set until their connection_lost runs
-            others = [c for c in self.connections if c is not self and not c.transport.is_closing()]
-            if len(others) >= self.limits.max_connections and not self._make_room(others):
-                _refusals.note(len(others))
-                transport.write(_REFUSED)
-                transport.close()
-                return
-        self._follow()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._follow()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel()
-        self.phase = None
-        super().connection_lost(exc)
-
-    def _current(self) -> str | None:
-        if self.transport is None or self.transport.is_closing():
-            return None
-        theirs, ours = self.conn.their_state, self.conn.our_state
-        if theirs is h11.IDLE:
-            return "headers"
-        if theirs is h11.SEND_BODY:
-            return "linger" if ours in (h11.DONE, h11.MUST_CLOSE) else "body"
-        return "busy"
-
-    def _follow(self) -> None:
-        phase = self._current()
-        if phase == self.phase:
-            return
-        self._cancel()
-        self.phase = phase
-        self.phase_since = self.loop.time()
-        timeout = {
-            "headers": self.limits.header_timeout,
-            "body": self.limits.body_timeout + 1.0,
-            "linger": self.limits.linger,
-        }.get(phase or "")
-        if phase is not None and timeout is not None:
-            self._deadline = self.loop.call_later(timeout, self._expire, phase)
-
-    def _cancel(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self, phase: str) -> None:
-        self._deadline = None
-        if self.phase != phase or self.transport.is_closing():
-            return
-        if phase == "headers" and self.conn.trailing_data[0]:  # part of a request came
-            self.transport.write(_TIMED_OUT)
-        self.transport.close()
-
-    def _make_room(self, others: list[Any]) -> bool:
-        idle = [
-            c
-            for c in others
-            if isinstance(c, GuardedH11Protocol) and c.phase in ("headers", "body", "linger")
-        ]
-        if not idle:
-            return False
-        oldest = min(idle, key=lambda c: c.phase_since)
-        oldest._cancel()
-        oldest.phase = None
-        oldest.transport.close()
-        return True
+# -- the server ------------------------------------------------------------------------
 
 
 class _Config(uvicorn.Config):

@@ -129,6 +129,7 @@ def test_without_the_grants_apply_warns_and_the_worker_runs_the_loop(
         f"{dep.app_user}",
         f"role skene_worker exists (not granted to {dep.owner}); login roles granted it: "
         f"{dep.worker_user}",
+        f"role skene_billing exists (not granted to {dep.owner})",
     ]
     (privileges,) = findings(report, "privileges")
     assert privileges["status"] == "ok"

@@ -125,6 +125,7 @@ def test_pg_cron_configured_but_not_running(
     assert [(f["status"], f["fix"]) for f in findings(report, "roles")] == [
         ("blocker", ["CREATE ROLE skene_app NOLOGIN;"]),
         ("blocker", ["CREATE ROLE skene_worker NOLOGIN;"]),
+        ("blocker", ["CREATE ROLE skene_billing NOLOGIN;"]),
     ]
     assert findings(report, "schema")[0]["status"] == "blocker"
     assert findings(report, "privileges")[0]["status"] == "ok"  # CREATE on the database
@@ -132,6 +133,7 @@ def test_pg_cron_configured_but_not_running(
     with admin(cluster) as conn:
         conn.execute("CREATE ROLE skene_app NOLOGIN")
         conn.execute("CREATE ROLE skene_worker NOLOGIN")
+        conn.execute("CREATE ROLE skene_billing NOLOGIN")
         add_login_roles(conn, dep)
     migrations.upgrade(dep.owner_url)
     code, report = doctor(dep.owner_url)
