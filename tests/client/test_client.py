@@ -18,6 +18,7 @@ from skene_pg import (
     Decision,
     InvalidArgument,
     NotConfigured,
+    Refund,
     Skene,
     SkeneError,
     db,
@@ -167,3 +168,27 @@ def test_a_pool_of_the_callers_own_is_used_and_left_open(db_url: str, catalogue:
         assert skene.check_and_increment("cus_1", "api_calls").used == 1
     assert not pool.closed  # the caller's pool is the caller's to close
     pool.close()
+
+
+def test_refund_gives_back_a_counted_call(skene: Skene) -> None:
+    skene.check_and_increment("cus_1", "api_calls", amount=2)
+    skene.check_and_increment("cus_1", "api_calls", amount=3, idempotency_key="req-9")
+    refund = skene.refund("cus_1", "api_calls", None, "req-9")
+    assert refund == Refund(
+        3, "refunded", "api_calls", "free", 2, 100, 98, datetime(2026, 4, 1, tzinfo=UTC)
+    )
+    assert skene.refund("cus_1", "api_calls", 3, "req-9").reason == "not_counted"
+
+
+def test_gates_lists_every_feature(skene: Skene, conn: psycopg.Connection) -> None:
+    conn.execute(
+        "UPDATE skene.features SET name = 'API calls', "
+        """match = '[{"method": "POST", "path": "/api/**"}]' WHERE feature = 'api_calls'"""
+    )
+    conn.execute("INSERT INTO skene.settings (name, value) VALUES ('upgrade_url', '/billing')")
+    by_feature = {gate.feature: gate for gate in skene.gates()}
+    api = by_feature["api_calls"]
+    assert (api.name, api.upgrade_url) == ("API calls", "/billing")
+    assert api.message == "You've reached your free tier limit. Upgrade to continue."
+    assert api.matches("POST", "/api/v1/things") and not api.matches("GET", "/api/v1/things")
+    assert (by_feature["seats"].name, by_feature["seats"].match) == ("seats", ())

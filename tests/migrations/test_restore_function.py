@@ -208,7 +208,7 @@ def test_every_function_of_the_chain_is_found_and_restored(conn: psycopg.Connect
 @pytest.mark.parametrize(
     ("signature", "defined_in"),
     [
-        ("skene.check_and_increment(text, text, bigint, text)", "0001"),
+        ("skene.check(text, text, bigint)", "0001"),
         ("skene.claim_jobs(text, integer, interval, text[])", "0002"),
         ("skene.ingest_billing_event(text, jsonb)", "0003"),
         ("skene.run_loop(text, timestamptz)", "0004"),
@@ -230,6 +230,9 @@ def test_before_means_the_revisions_before(signature: str, defined_in: str) -> N
 # -- a revision that changes a function, run by alembic ------------------------------
 
 SIGNATURE = "skene.check(text,text,bigint)"
+# the revisions the `chain` fixture adds after the real head
+BASE = migrations.head_revision()
+A, B = f"{int(BASE) + 1:04d}", f"{int(BASE) + 2:04d}"
 REVISION = '''"""{doc}
 
 Revision ID: {rev}
@@ -268,8 +271,8 @@ def new_body(definition: str, marker: str, tag: str) -> str:
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Path:
-    """The real chain plus 0005 and 0006, each giving skene.check a new body; their
-    downgrades call restore_function."""
+    """The real chain plus two revisions after its head (A and B below), each giving
+    skene.check a new body; their downgrades call restore_function."""
     root = tmp_path / "chain"
     shutil.copytree(resource_dir("sql"), root / "sql")
     shutil.copytree(
@@ -278,7 +281,7 @@ def chain(tmp_path: Path) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     original = migrations.function_definition(SIGNATURE)
-    for rev, down, tag in (("0005", "0004", "$fn$"), ("0006", "0005", "$body$")):
+    for rev, down, tag in ((A, BASE, "$fn$"), (B, A, "$body$")):
         (root / "sql" / f"{rev}_check.up.sql").write_text(
             f"-- {rev}: skene.check gets a new body\n\n" + new_body(original, f"body of {rev}", tag)
         )
@@ -291,29 +294,29 @@ def chain(tmp_path: Path) -> Path:
 def test_a_new_revision_changes_a_function_and_its_downgrade_restores_it(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
-    states = {"0004": definition_of(conn, SIGNATURE)}
-    for rev in ("0005", "0006"):
+    states = {BASE: definition_of(conn, SIGNATURE)}
+    for rev in (A, B):
         migrations.upgrade(db_url, rev, root=chain)
         states[rev] = definition_of(conn, SIGNATURE)
         assert f"-- body of {rev}" in states[rev][0]
         assert states[rev][1] == f"body of {rev}"
-    assert "$fn$" in (chain / "sql" / "0005_check.up.sql").read_text()
+    assert "$fn$" in (chain / "sql" / f"{A}_check.up.sql").read_text()
 
-    migrations.downgrade(db_url, "0005", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0005"]
-    migrations.downgrade(db_url, "0004", root=chain)
-    assert definition_of(conn, SIGNATURE) == states["0004"]
-    assert migrations.current_revision(db_url) == "0004"
+    migrations.downgrade(db_url, A, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[A]
+    migrations.downgrade(db_url, BASE, root=chain)
+    assert definition_of(conn, SIGNATURE) == states[BASE]
+    assert migrations.current_revision(db_url) == BASE
 
 
 def test_restore_function_in_offline_sql(
     chain: Path, db_url: str, conn: psycopg.Connection
 ) -> None:
     original = definition_of(conn, SIGNATURE)
-    migrations.upgrade(db_url, "0006", root=chain)
+    migrations.upgrade(db_url, B, root=chain)
 
-    script = migrations.downgrade_sql("0006", "0004", root=chain)
-    v5 = (chain / "sql" / "0005_check.up.sql").read_text()
+    script = migrations.downgrade_sql(B, BASE, root=chain)
+    v5 = (chain / "sql" / f"{A}_check.up.sql").read_text()
     assert v5[v5.index("CREATE OR REPLACE") : v5.index("\nCOMMENT")] in script
     assert migrations.function_definition(SIGNATURE) in script
     result = subprocess.run(
@@ -324,4 +327,4 @@ def test_restore_function_in_offline_sql(
     )
     assert result.returncode == 0, result.stderr
     assert definition_of(conn, SIGNATURE) == original
-    assert migrations.current_revision(db_url) == "0004"
+    assert migrations.current_revision(db_url) == BASE

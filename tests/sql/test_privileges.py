@@ -25,6 +25,10 @@ PUBLIC_API = {
     "track",
     "unsubscribe",
     "ingest_billing_event",
+    # the request path of the framework middleware (0005): give back a failed
+    # request's count, and read the gates (display names, patterns, messages)
+    "refund",
+    "gates",
 }
 
 
