@@ -7,7 +7,7 @@ from skene_pg.django.schema import UpgradeSkene
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies: list[tuple[str, str]] = []  # noqa: RUF012  (Django reads it as is)
-    operations = [UpgradeSkene()]  # noqa: RUF012
+    dependencies: list[tuple[str, str]] = []
+    operations = [UpgradeSkene()]
 
     skene_revision = "0005"  # the newest skene revision when this migration was added
