@@ -34,10 +34,11 @@ fmt: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, track()
+bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, track(), middleware
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.worker_bench
 	$(BIN)/python -m bench.track_bench
+	$(BIN)/python -m bench.middleware_bench
 
 schema: $(STAMP) ## Regenerate sql/schema.sql: a fresh database migrated to head, dumped
 	$(BIN)/python -m skene_pg.schema_files schema --output sql/schema.sql

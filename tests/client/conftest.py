@@ -18,6 +18,7 @@ START = "2026-03-10 12:00:00+00"
 @pytest.fixture
 def catalogue(conn: psycopg.Connection) -> None:
     conn.execute(CATALOGUE)
+    conn.execute("SELECT pg_catalog.set_config('skene.now', %s, false)", (START,))  # same clock
 
 
 def clock_options(at: str = START) -> str:
