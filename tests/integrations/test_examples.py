@@ -48,7 +48,9 @@ def fresh_db(pg_cluster: DevCluster) -> Iterator[str]:
 
 def run(example: str, url: str, *args: str) -> str:
     """A command in the example's folder, as its README runs it."""
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    # the example's own settings (manage.py), not the test project's this process uses
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL=url, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, *args], cwd=EXAMPLES / example, env=env, capture_output=True, text=True
     )
