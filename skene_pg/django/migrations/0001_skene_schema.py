@@ -1,4 +1,4 @@
-"""The skene schema, up to revision 0005 (see skene_pg/django/schema.py)."""
+"""The skene schema, up to revision 0009 (see skene_pg/django/schema.py)."""
 
 from django.db import migrations
 
@@ -10,4 +10,4 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
     operations = [UpgradeSkene()]
 
-    skene_revision = "0005"  # the newest skene revision when this migration was added
+    skene_revision = "0009"  # the newest skene revision when this migration was added

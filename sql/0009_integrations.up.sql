@@ -1,4 +1,4 @@
--- skene-pg 0005: integrations.
+-- skene-pg 0009: integrations.
 -- What the framework middleware (skene_pg.django, skene_pg.fastapi) and the Python
 -- client need: skene.refund (give back what a counted call consumed, when the request
 -- it was counted for failed), skene.gates (each feature's display name, request
@@ -24,7 +24,7 @@ COMMENT ON TABLE skene.settings IS 'Top-level settings of skene.toml (upgrade_ur
 -- ---------------------------------------------------------------------------------
 
 ALTER TABLE skene.idempotency_keys ADD COLUMN IF NOT EXISTS amount bigint;
-COMMENT ON COLUMN skene.idempotency_keys.amount IS 'Units the call counted (NULL: claimed before 0005, not refundable)';
+COMMENT ON COLUMN skene.idempotency_keys.amount IS 'Units the call counted (NULL: claimed before 0009, not refundable)';
 
 CREATE OR REPLACE FUNCTION skene.check_and_increment(customer_id text, feature text, amount bigint DEFAULT 1,
                                           idempotency_key text DEFAULT NULL)
@@ -55,8 +55,13 @@ BEGIN
     IF idempotency_key IS NOT NULL THEN
         -- Claim the key before counting: a concurrent call with the same key waits on
         -- it and then replays this call's outcome. Validate first: the key's foreign
-        -- keys would otherwise turn an unknown feature into 23503, not 22023.
+        -- keys would otherwise turn an unknown feature into 23503, not 22023, and a
+        -- key too long for its index into 54000.
         PERFORM skene.require_valid(customer_id, feature, amount);
+        IF skene.text_problem(idempotency_key, 255, 'opaque') IS NOT NULL THEN
+            PERFORM skene.require_text('idempotency_key', idempotency_key, 255,
+                'Send one key per logical request, e.g. a UUID, or NULL for none.', 'opaque', 'key');
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM skene.customers c WHERE c.customer_id = customer_id) THEN
             PERFORM skene.register_customer(customer_id);
         END IF;
@@ -86,7 +91,16 @@ BEGIN
            SET used = u.used + amount, day_used = u.day_used + amount  -- NULL stays NULL
          WHERE u.customer_id = customer_id AND u.feature = feature
            AND u.period_start <= v_now AND (u.rolls_at IS NULL OR v_now < u.rolls_at)
-           AND (u.usage_limit IS NULL OR u.soft OR u.used + amount <= u.usage_limit)
+           -- the cached plan and limit were read under the current versions of the
+           -- catalogue and of the customer (plan, overrides, billing period)
+           AND u.catalog_version = (SELECT s.version FROM skene.catalog_state s)
+           AND u.customer_version = (SELECT c.limits_version FROM skene.customers c
+                                      WHERE c.customer_id = customer_id)
+           -- written so that nothing overflows: a huge amount is blocked or refused
+           -- on the slow path, never a bigint error here
+           AND CASE WHEN u.usage_limit IS NULL OR u.soft
+                    THEN u.used <= 9223372036854775807 - amount
+                    ELSE amount <= u.usage_limit - u.used END
         RETURNING u.used, u.resets_at, u.plan, u.usage_limit, u.rolls_at,
                   cardinality(u.buckets)
              INTO v_used, v_resets, v_plan, v_limit, v_end, v_window_days;
@@ -111,7 +125,7 @@ BEGIN
     END IF;
 
     -- Slow path: bad input, a new customer or counter, a period that ended, a changed
-    -- limit, or a block.
+    -- limit, a block, or a counter about to overflow.
     v_today := skene.utc_day(v_now);
     v_day_start := to_timestamp(v_today * 86400);
     -- Lock the counter before reading the catalogue, so the limit cached below is
@@ -121,11 +135,11 @@ BEGIN
       FROM skene.usage u WHERE u.customer_id = customer_id AND u.feature = feature
        FOR UPDATE;
     v_locked := FOUND;
-    SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
+    SELECT * INTO ctx FROM skene.gate_context(customer_id, feature);
     IF NOT FOUND OR NOT ctx.found_customer OR amount IS NULL OR amount <= 0 THEN
         PERFORM skene.require_valid(customer_id, feature, amount);
         PERFORM skene.register_customer(customer_id);
-        SELECT * INTO ctx FROM skene.limit_context(customer_id, feature);
+        SELECT * INTO ctx FROM skene.gate_context(customer_id, feature);
     END IF;
 
     IF ctx.window_days IS NULL THEN
@@ -172,7 +186,8 @@ BEGIN
             v_resets := coalesce(v_window.frees_at,
                                  v_day_start + make_interval(days => ctx.window_days));
         END IF;
-        IF ctx.usage_limit IS NULL OR ctx.soft OR v_used + amount <= ctx.usage_limit THEN
+        IF ctx.usage_limit IS NULL OR ctx.soft OR amount <= ctx.usage_limit - v_used THEN
+            PERFORM skene.require_room(customer_id, feature, v_used, amount);
             v_used := v_used + amount;
             IF ctx.window_days IS NOT NULL THEN
                 -- today's count moves out of the ring into day_used, for the fast path
@@ -187,7 +202,9 @@ BEGIN
                SET used = v_used, period_start = v_start,
                    rolls_at = CASE WHEN v_locked THEN v_end ELSE '-infinity' END,
                    resets_at = v_resets, buckets = v_buckets, day_used = v_day_used,
-                   plan = ctx.plan, usage_limit = ctx.usage_limit, soft = ctx.soft
+                   plan = ctx.plan, usage_limit = ctx.usage_limit, soft = ctx.soft,
+                   catalog_version = ctx.catalog_version,
+                   customer_version = ctx.customer_version
              WHERE u.customer_id = customer_id AND u.feature = feature;
             v_result := ROW(true,
                             CASE WHEN v_used > ctx.usage_limit THEN 'over_soft_limit' ELSE 'ok' END,

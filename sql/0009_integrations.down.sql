@@ -1,4 +1,4 @@
--- skene-pg 0005 down: removes skene.refund, skene.gates, settings and display names.
+-- skene-pg 0009 down: removes skene.refund, skene.gates, settings and display names.
 -- skene.check_and_increment is put back by the revision (restore_function).
 
 DROP FUNCTION IF EXISTS skene.gates();
