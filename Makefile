@@ -34,11 +34,12 @@ fmt: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, track(), the queue vs 10M finished jobs
+bench: $(STAMP) ## Benchmarks: the gate vs a bare UPDATE (pgbench), the worker, track(), the queue vs 10M finished jobs, middleware
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.worker_bench
 	$(BIN)/python -m bench.track_bench
 	$(BIN)/python -m bench.queue_bench
+	$(BIN)/python -m bench.middleware_bench
 
 schema: $(STAMP) ## Regenerate sql/schema.sql: a fresh database migrated to head, dumped
 	$(BIN)/python -m skene_pg.schema_files schema --output sql/schema.sql

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 APPLICATION_NAME = "skene-pg"
 
@@ -98,3 +99,51 @@ def connect_to(conn: psycopg.Connection, dbname: str, **kwargs: object) -> psyco
         params["password"] = conn.info.password
     params.setdefault("connect_timeout", 10)
     return connect(make_conninfo(**params), autocommit=True, **kwargs)  # type: ignore[arg-type]
+
+
+# Pools for the request path (skene_pg.client). Autocommit: each gate call is its own
+# transaction on its own connection, so it commits whatever the caller's transaction
+# does. open=False: nothing touches the network until the first call opens the pool.
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+POOL_TIMEOUT = 5.0  # seconds a caller waits for a connection before it gets an error
+
+
+def pool(
+    url: str,
+    *,
+    min_size: int = POOL_MIN_SIZE,
+    max_size: int = POOL_MAX_SIZE,
+    timeout: float = POOL_TIMEOUT,
+    name: str = "skene",
+) -> ConnectionPool:
+    """A closed psycopg_pool.ConnectionPool for `url`; open it before use."""
+    return ConnectionPool(
+        url,
+        kwargs=connect_kwargs(autocommit=True, connect_timeout=max(1, int(timeout))),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        name=name,
+    )
+
+
+def async_pool(
+    url: str,
+    *,
+    min_size: int = POOL_MIN_SIZE,
+    max_size: int = POOL_MAX_SIZE,
+    timeout: float = POOL_TIMEOUT,
+    name: str = "skene-async",
+) -> AsyncConnectionPool:
+    """A closed psycopg_pool.AsyncConnectionPool for `url`; open it (awaited) before use."""
+    return AsyncConnectionPool(
+        url,
+        kwargs=connect_kwargs(autocommit=True, connect_timeout=max(1, int(timeout))),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        name=name,
+    )

@@ -16,7 +16,15 @@ from skene_pg.config.timezones import timezone_problems
 
 Action = Literal["create", "update", "delete"]
 Kind = Literal[
-    "plan", "price", "feature", "limit", "loop", "default_plan", "schedule", "housekeeping"
+    "plan",
+    "price",
+    "feature",
+    "limit",
+    "loop",
+    "default_plan",
+    "schedule",
+    "housekeeping",
+    "setting",
 ]
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -47,10 +55,11 @@ class _Catalogue:
     plans: dict[str, bool]  # plan -> paid
     prices: dict[str, str]  # biller price id -> plan
     default_plan: str | None
-    features: dict[str, dict[str, Any]]  # feature -> period, soft, meter, match
+    features: dict[str, dict[str, Any]]  # feature -> period, soft, meter, match, name
     limits: dict[tuple[str, str], int | None]  # (feature, plan) -> limit
     loops: dict[str, dict[str, Any]]  # name -> type, feature, config, enabled
     keep_finished: int | None  # seconds; None: no settings row
+    settings: dict[str, str]  # top-level settings: upgrade_url
 
 
 def _read(conn: psycopg.Connection) -> _Catalogue:
@@ -62,8 +71,10 @@ def _read(conn: psycopg.Connection) -> _Catalogue:
         conn.execute("SELECT price_id, plan FROM skene.plan_prices").fetchall()
     )
     features = {
-        row[0]: dict(zip(("period", "soft", "meter", "match"), row[1:], strict=True))
-        for row in conn.execute("SELECT feature, period, soft, meter, match FROM skene.features")
+        row[0]: dict(zip(("period", "soft", "meter", "match", "name"), row[1:], strict=True))
+        for row in conn.execute(
+            "SELECT feature, period, soft, meter, match, name FROM skene.features"
+        )
     }
     limits = {
         (feature, plan): limit
@@ -79,7 +90,10 @@ def _read(conn: psycopg.Connection) -> _Catalogue:
         "SELECT extract(epoch FROM keep_finished)::bigint FROM skene.housekeeping_settings"
     ).fetchone()
     keep_finished = int(row[0]) if row else None
-    return _Catalogue(plans, prices, default, features, limits, loops, keep_finished)
+    settings: dict[str, str] = dict(
+        conn.execute("SELECT name, value FROM skene.settings").fetchall()
+    )
+    return _Catalogue(plans, prices, default, features, limits, loops, keep_finished, settings)
 
 
 def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
@@ -99,6 +113,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
         *_limit_steps(now, config, set(gone_plans)),
         *_loop_steps(now, config),
         *_housekeeping_steps(now, config),
+        *_setting_steps(now, config),
         *[
             _delete(
                 "feature",
@@ -289,8 +304,16 @@ def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
             "soft": feature.soft,
             "meter": feature.meter,
             "match": list(feature.match),
+            "name": feature.display_name,
         }
-        params = (feature.period, feature.soft, feature.meter, Jsonb(wanted["match"]), feature.name)
+        params = (
+            feature.period,
+            feature.soft,
+            feature.meter,
+            Jsonb(wanted["match"]),
+            feature.display_name,
+            feature.name,
+        )
         current = now.features.get(feature.name)
         if current is None:
             described = [
@@ -298,14 +321,16 @@ def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
                 *(["soft"] if feature.soft else []),
                 *([f"meter {feature.meter}"] if feature.meter else []),
                 *([f"{len(feature.match)} match patterns"] if feature.match else []),
+                *([f"name {json.dumps(feature.display_name)}"] if feature.display_name else []),
             ]
             steps.append(
                 (
                     Change("create", "feature", feature.name, ", ".join(described)),
                     [
                         (
-                            "INSERT INTO skene.features (period, soft, meter, match, feature) "
-                            "VALUES (%s, %s, %s, %s, %s)",
+                            "INSERT INTO skene.features "
+                            "(period, soft, meter, match, name, feature) "
+                            "VALUES (%s, %s, %s, %s, %s, %s)",
                             params,
                         )
                     ],
@@ -320,6 +345,8 @@ def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
         for key in changed:
             if key == "match":
                 details.append("match patterns changed")
+            elif key == "name":
+                details.append(f"name: {_quoted(current[key])} -> {_quoted(wanted[key])}")
             else:
                 details.append(f"{key}: {_toml(current[key])} -> {_toml(wanted[key])}")
         if "period" in changed:
@@ -327,10 +354,14 @@ def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
             # one (and the Nd ring has the wrong size): start the feature's usage afresh.
             details[changed.index("period")] += " (usage counters reset)"
             statements.append(("DELETE FROM skene.usage WHERE feature = %s", (feature.name,)))
+            # Their keys go too: a key's expiry and a refund read the old period.
+            statements.append(
+                ("DELETE FROM skene.idempotency_keys WHERE feature = %s", (feature.name,))
+            )
         statements.append(
             (
                 "UPDATE skene.features SET period = %s, soft = %s, meter = %s, "
-                "match = %s, updated_at = pg_catalog.now() WHERE feature = %s",
+                "match = %s, name = %s, updated_at = pg_catalog.now() WHERE feature = %s",
                 params,
             )
         )
@@ -497,6 +528,43 @@ def _housekeeping_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
             ],
         )
     ]
+
+
+def _setting_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
+    steps: list[Step] = []
+    wanted = {"upgrade_url": config.upgrade_url}
+    for name, value in wanted.items():
+        current = now.settings.get(name)
+        if value == current:
+            continue
+        if value is None:
+            steps.append(
+                _delete(
+                    "setting", name, f"was {current}", "DELETE FROM skene.settings WHERE name = %s"
+                )
+            )
+            continue
+        action: Action = "create" if current is None else "update"
+        steps.append(
+            (
+                Change(
+                    action, "setting", name, value if current is None else f"{current} -> {value}"
+                ),
+                [
+                    (
+                        "INSERT INTO skene.settings AS s (name, value) VALUES (%s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                        "updated_at = pg_catalog.now()",
+                        (name, value),
+                    )
+                ],
+            )
+        )
+    return steps
+
+
+def _quoted(value: Any) -> str:
+    return "none" if value is None else json.dumps(value)
 
 
 def _limit(limit: int | None) -> str:

@@ -23,6 +23,7 @@ LOOP_TYPES = ("freemium", "retention", "milestone")
 CHANNELS = ("email",)  # more channels come with their senders
 BACKOFFS = ("exponential", "linear", "fixed")  # skene_pg.jobs.retry.RetryPolicy
 HTTP_METHODS = ("*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_DISPLAY_NAME = 200  # characters of a feature's display name
 MAX_BIGINT = 2**63 - 1  # usage_limit is a bigint
 UNLIMITED = "unlimited"
 
@@ -70,6 +71,7 @@ class FeatureSpec:
     soft: bool = False
     meter: str | None = None
     match: tuple[dict, ...] = ()
+    display_name: str | None = None  # `name = "API calls"`: what people are shown
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class SkeneConfig:
     loops: tuple[LoopSpec, ...]
     source: Path
     housekeeping: HousekeepingSpec = HousekeepingSpec()
+    upgrade_url: str | None = None  # where a blocked customer upgrades (the 402's upgrade_url)
 
 
 @dataclass(frozen=True)

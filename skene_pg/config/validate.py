@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from skene_pg.config.locate import Locator, syntax_problem
 from skene_pg.config.loops import LoopChecks
@@ -18,6 +19,7 @@ from skene_pg.config.model import (
     HTTP_METHODS,
     KEEP_FINISHED_MINIMUM,
     MAX_BIGINT,
+    MAX_DISPLAY_NAME,
     PLAN_NAME,
     UNLIMITED,
     ConfigError,
@@ -62,7 +64,7 @@ class DocumentChecker(LoopChecks):
             data,
             (),
             required=("default_plan", "plans"),
-            optional=("features", "loops", "housekeeping"),
+            optional=("features", "loops", "housekeeping", "upgrade_url"),
         )
         plans = self.plans(data["plans"]) if "plans" in data else ()
         plan_names = tuple(p.name for p in plans)
@@ -81,9 +83,18 @@ class DocumentChecker(LoopChecks):
         features = self.features(data.get("features", {}), plan_names)
         loops = self.loops(data.get("loops", []), tuple(f.name for f in features))
         housekeeping = self.housekeeping(data.get("housekeeping", {}))
+        upgrade_url = self.upgrade_url(data["upgrade_url"]) if "upgrade_url" in data else None
         if self.problems:
             return None
-        return SkeneConfig(default, plans, features, loops, self.file, housekeeping)
+        return SkeneConfig(
+            default,
+            plans,
+            features,
+            loops,
+            self.file,
+            housekeeping=housekeeping,
+            upgrade_url=upgrade_url,
+        )
 
     def housekeeping(self, value: Any) -> HousekeepingSpec:
         path: FieldPath = ("housekeeping",)
@@ -105,6 +116,23 @@ class DocumentChecker(LoopChecks):
             )
             return HousekeepingSpec()
         return HousekeepingSpec(seconds)
+
+    def upgrade_url(self, value: Any) -> str | None:
+        """An absolute http(s) URL, or a path on the app's own site ("/billing")."""
+        path: FieldPath = ("upgrade_url",)
+        if self.string(value, path) is None:
+            return None
+        parts = urlsplit(value)
+        absolute = parts.scheme in ("http", "https") and bool(parts.netloc)
+        on_site = not parts.scheme and not parts.netloc and value.startswith("/")
+        if any(c.isspace() or ord(c) < 32 for c in value) or not (absolute or on_site):
+            self.report(
+                path,
+                f"{describe(value)} is not an upgrade URL; use an absolute http(s) URL "
+                '(e.g. "https://app.example.com/billing") or a path on your site ("/billing")',
+            )
+            return None
+        return value
 
     def plans(self, value: Any) -> tuple[PlanSpec, ...]:
         if self.mapping(value, ("plans",), "a table of plans ([plans.free], ...)") is None:
@@ -158,7 +186,10 @@ class DocumentChecker(LoopChecks):
             self.name(name, path, FEATURE_NAME, "feature")
             if (
                 self.table(
-                    body, path, required=("period", "limits"), optional=("soft", "meter", "match")
+                    body,
+                    path,
+                    required=("period", "limits"),
+                    optional=("name", "soft", "meter", "match"),
                 )
                 is None
             ):
@@ -176,7 +207,16 @@ class DocumentChecker(LoopChecks):
             if meter is not None:
                 self.string(meter, (*path, "meter"))
             match = self.match(body.get("match", []), (*path, "match"))
-            specs.append(FeatureSpec(name, period, limits, bool(soft), meter, match))
+            display = body.get("name")
+            if (
+                display is not None
+                and self.string(display, (*path, "name")) is not None
+                and len(display) > MAX_DISPLAY_NAME
+            ):
+                self.report((*path, "name"), f"must be at most {MAX_DISPLAY_NAME} characters")
+            specs.append(
+                FeatureSpec(name, period, limits, bool(soft), meter, match, display_name=display)
+            )
         return tuple(specs)
 
     def limits(self, value: Any, path: FieldPath, plans: tuple[str, ...]) -> dict[str, int | None]:

@@ -216,7 +216,7 @@ MISTAKES = {
         swap('period = "30d"', 'period = "30d"\nsfot = true'),
         "features.api_calls.sfot",
         "sfot",
-        "did you mean soft? allowed: period, limits, soft, meter, match",
+        "did you mean soft? allowed: period, limits, name, soft, meter, match",
     ),
     "typo in a plan": (
         swap("paid = true", "payed = true"),

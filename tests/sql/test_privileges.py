@@ -22,6 +22,10 @@ PUBLIC_API = {
     "identify",
     "track",
     "unsubscribe",
+    # the request path of the framework middleware (0009): give back a failed
+    # request's count, and read the gates (display names, patterns, messages)
+    "refund",
+    "gates",
 }
 
 
