@@ -4,65 +4,26 @@ the foreign keys and the one-default index accept."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Literal
-
 import psycopg
-from psycopg.types.json import Jsonb
 
-from skene_pg.config.model import SkeneConfig, duration_text
+from skene_pg.config.diff_catalogue import (
+    default_plan_steps,
+    feature_steps,
+    limit_steps,
+    plan_steps,
+    price_steps,
+)
+from skene_pg.config.diff_loops import housekeeping_steps, loop_deletions, loop_steps, setting_steps
+from skene_pg.config.model import SkeneConfig
+from skene_pg.config.steps import Catalogue, Change, Step, delete_step
 from skene_pg.config.timezones import timezone_problems
-
-Action = Literal["create", "update", "delete"]
-Kind = Literal[
-    "plan",
-    "price",
-    "feature",
-    "limit",
-    "loop",
-    "default_plan",
-    "schedule",
-    "housekeeping",
-    "setting",
-]
-Statement = tuple[str, tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class Change:
-    action: Action
-    kind: Kind
-    name: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        head = f"{self.action} {self.kind} {self.name}"
-        return f"{head}: {self.detail}" if self.detail else head
 
 
 class ApplyRefused(Exception):
     """Applying would delete something the file does not allow deleting."""
 
 
-Step = tuple[Change, list[Statement]]
-
-
-@dataclass
-class _Catalogue:
-    """The rows `apply` owns, as they are now."""
-
-    plans: dict[str, bool]  # plan -> paid
-    prices: dict[str, str]  # biller price id -> plan
-    default_plan: str | None
-    features: dict[str, dict[str, Any]]  # feature -> period, soft, meter, match, name
-    limits: dict[tuple[str, str], int | None]  # (feature, plan) -> limit
-    loops: dict[str, dict[str, Any]]  # name -> type, feature, config, enabled
-    keep_finished: int | None  # seconds; None: no settings row
-    settings: dict[str, str]  # top-level settings: upgrade_url
-
-
-def _read(conn: psycopg.Connection) -> _Catalogue:
+def _read(conn: psycopg.Connection) -> Catalogue:
     plans, default = {}, None
     for plan, paid, is_default in conn.execute("SELECT plan, paid, is_default FROM skene.plans"):
         plans[plan] = paid
@@ -93,7 +54,7 @@ def _read(conn: psycopg.Connection) -> _Catalogue:
     settings: dict[str, str] = dict(
         conn.execute("SELECT name, value FROM skene.settings").fetchall()
     )
-    return _Catalogue(plans, prices, default, features, limits, loops, keep_finished, settings)
+    return Catalogue(plans, prices, default, features, limits, loops, keep_finished, settings)
 
 
 def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) -> list[Step]:
@@ -105,17 +66,17 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
     _refuse_unsafe_segments(conn, config)
     _refuse_unknown_timezones(conn, config)
     return [
-        *_loop_deletions(now, config),  # first: loops reference features
-        *_plan_steps(now, config),
-        *_price_steps(now, config, set(gone_plans)),
-        *_default_plan_steps(now, config),
-        *_feature_steps(now, config),
-        *_limit_steps(now, config, set(gone_plans)),
-        *_loop_steps(now, config),
-        *_housekeeping_steps(now, config),
-        *_setting_steps(now, config),
+        *loop_deletions(now, config),  # first: loops reference features
+        *plan_steps(now, config),
+        *price_steps(now, config, set(gone_plans)),
+        *default_plan_steps(now, config),
+        *feature_steps(now, config),
+        *limit_steps(now, config, set(gone_plans)),
+        *loop_steps(now, config),
+        *housekeeping_steps(now, config),
+        *setting_steps(now, config),
         *[
-            _delete(
+            delete_step(
                 "feature",
                 name,
                 "its limits, overrides and usage go with it",
@@ -124,7 +85,7 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
             for name in gone_features
         ],
         *[
-            _delete(
+            delete_step(
                 "plan", name, "its limits go with it", "DELETE FROM skene.plans WHERE plan = %s"
             )
             for name in gone_plans
@@ -197,384 +158,4 @@ def _refuse_unknown_timezones(conn: psycopg.Connection, config: SkeneConfig) -> 
         raise ApplyRefused("\n".join([*(str(p) for p in problems), "nothing applied"]))
 
 
-def _delete(kind: Kind, name: str, detail: str, query: str) -> Step:
-    return Change("delete", kind, name, detail), [(query, (name,))]
-
-
-def _plan_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    steps: list[Step] = []
-    for plan in config.plans:
-        if plan.name not in now.plans:
-            steps.append(
-                (
-                    Change("create", "plan", plan.name, "paid" if plan.paid else ""),
-                    [
-                        (
-                            "INSERT INTO skene.plans (plan, paid) VALUES (%s, %s)",
-                            (plan.name, plan.paid),
-                        )
-                    ],
-                )
-            )
-        elif now.plans[plan.name] != plan.paid:
-            steps.append(
-                (
-                    Change(
-                        "update",
-                        "plan",
-                        plan.name,
-                        f"paid: {_toml(now.plans[plan.name])} -> {_toml(plan.paid)}",
-                    ),
-                    [
-                        (
-                            "UPDATE skene.plans SET paid = %s, updated_at = pg_catalog.now() "
-                            "WHERE plan = %s",
-                            (plan.paid, plan.name),
-                        )
-                    ],
-                )
-            )
-    return steps
-
-
-def _price_steps(now: _Catalogue, config: SkeneConfig, gone_plans: set[str]) -> list[Step]:
-    steps: list[Step] = []
-    wanted = {price: plan.name for plan in config.plans for price in plan.stripe_prices}
-    for price, plan in sorted(now.prices.items()):
-        # Prices of deleted plans go with them (ON DELETE CASCADE).
-        if price not in wanted and plan not in gone_plans:
-            steps.append(
-                _delete(
-                    "price",
-                    price,
-                    f"was {plan}",
-                    "DELETE FROM skene.plan_prices WHERE price_id = %s",
-                )
-            )
-    for price, plan in sorted(wanted.items()):
-        if price not in now.prices:
-            steps.append(
-                (
-                    Change("create", "price", price, f"puts customers on {plan}"),
-                    [
-                        (
-                            "INSERT INTO skene.plan_prices (price_id, plan) VALUES (%s, %s)",
-                            (price, plan),
-                        )
-                    ],
-                )
-            )
-        elif now.prices[price] != plan:
-            steps.append(
-                (
-                    Change("update", "price", price, f"{now.prices[price]} -> {plan}"),
-                    [("UPDATE skene.plan_prices SET plan = %s WHERE price_id = %s", (plan, price))],
-                )
-            )
-    return steps
-
-
-def _default_plan_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    new, old = config.default_plan, now.default_plan
-    if new == old:
-        return []
-    # The partial unique index allows one default at a time: clear the old one first.
-    statements: list[Statement] = [
-        (
-            "UPDATE skene.plans SET is_default = false, updated_at = pg_catalog.now() "
-            "WHERE is_default",
-            (),
-        ),
-        (
-            "UPDATE skene.plans SET is_default = true, updated_at = pg_catalog.now() "
-            "WHERE plan = %s",
-            (new,),
-        ),
-    ]
-    if old is None:
-        return [(Change("create", "default_plan", new, "new customers start on it"), statements)]
-    return [(Change("update", "default_plan", new, f"was {old}"), statements)]
-
-
-def _feature_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    steps: list[Step] = []
-    for feature in config.features:
-        wanted = {
-            "period": feature.period,
-            "soft": feature.soft,
-            "meter": feature.meter,
-            "match": list(feature.match),
-            "name": feature.display_name,
-        }
-        params = (
-            feature.period,
-            feature.soft,
-            feature.meter,
-            Jsonb(wanted["match"]),
-            feature.display_name,
-            feature.name,
-        )
-        current = now.features.get(feature.name)
-        if current is None:
-            described = [
-                f"period {feature.period}",
-                *(["soft"] if feature.soft else []),
-                *([f"meter {feature.meter}"] if feature.meter else []),
-                *([f"{len(feature.match)} match patterns"] if feature.match else []),
-                *([f"name {json.dumps(feature.display_name)}"] if feature.display_name else []),
-            ]
-            steps.append(
-                (
-                    Change("create", "feature", feature.name, ", ".join(described)),
-                    [
-                        (
-                            "INSERT INTO skene.features "
-                            "(period, soft, meter, match, name, feature) "
-                            "VALUES (%s, %s, %s, %s, %s, %s)",
-                            params,
-                        )
-                    ],
-                )
-            )
-            continue
-        changed = [key for key in wanted if wanted[key] != current[key]]
-        if not changed:
-            continue
-        statements: list[Statement] = []
-        details = []
-        for key in changed:
-            if key == "match":
-                details.append("match patterns changed")
-            elif key == "name":
-                details.append(f"name: {_quoted(current[key])} -> {_quoted(wanted[key])}")
-            else:
-                details.append(f"{key}: {_toml(current[key])} -> {_toml(wanted[key])}")
-        if "period" in changed:
-            # Counts kept under the old period would mean something else under the new
-            # one (and the Nd ring has the wrong size): start the feature's usage afresh.
-            details[changed.index("period")] += " (usage counters reset)"
-            statements.append(("DELETE FROM skene.usage WHERE feature = %s", (feature.name,)))
-            # Their keys go too: a key's expiry and a refund read the old period.
-            statements.append(
-                ("DELETE FROM skene.idempotency_keys WHERE feature = %s", (feature.name,))
-            )
-        statements.append(
-            (
-                "UPDATE skene.features SET period = %s, soft = %s, meter = %s, "
-                "match = %s, name = %s, updated_at = pg_catalog.now() WHERE feature = %s",
-                params,
-            )
-        )
-        steps.append((Change("update", "feature", feature.name, "; ".join(details)), statements))
-    return steps
-
-
-def _limit_steps(now: _Catalogue, config: SkeneConfig, gone_plans: set[str]) -> list[Step]:
-    steps: list[Step] = []
-    wanted = {(f.name, plan): limit for f in config.features for plan, limit in f.limits.items()}
-    kept_features = {f.name for f in config.features}
-    for (feature, plan), limit in sorted(now.limits.items()):
-        # Limits of deleted plans and features go with them (ON DELETE CASCADE).
-        if (feature, plan) not in wanted and feature in kept_features and plan not in gone_plans:
-            steps.append(
-                (
-                    Change(
-                        "delete",
-                        "limit",
-                        f"{feature}/{plan}",
-                        f"was {_limit(limit)}; {plan} no longer includes {feature}",
-                    ),
-                    [
-                        (
-                            "DELETE FROM skene.feature_limits WHERE feature = %s AND plan = %s",
-                            (feature, plan),
-                        )
-                    ],
-                )
-            )
-    for (feature, plan), limit in wanted.items():
-        key = f"{feature}/{plan}"
-        if (feature, plan) not in now.limits:
-            steps.append(
-                (
-                    Change("create", "limit", key, _limit(limit)),
-                    [
-                        (
-                            "INSERT INTO skene.feature_limits (usage_limit, feature, plan) "
-                            "VALUES (%s, %s, %s)",
-                            (limit, feature, plan),
-                        )
-                    ],
-                )
-            )
-        elif now.limits[(feature, plan)] != limit:
-            steps.append(
-                (
-                    Change(
-                        "update",
-                        "limit",
-                        key,
-                        f"{_limit(now.limits[(feature, plan)])} -> {_limit(limit)}",
-                    ),
-                    [
-                        (
-                            "UPDATE skene.feature_limits SET usage_limit = %s "
-                            "WHERE feature = %s AND plan = %s",
-                            (limit, feature, plan),
-                        )
-                    ],
-                )
-            )
-    return steps
-
-
-def _loop_deletions(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    kept = {loop.name for loop in config.loops}
-    return [
-        _delete(
-            "loop",
-            name,
-            f"{now.loops[name]['type']}; no longer in the file",
-            "DELETE FROM skene.loops WHERE name = %s",
-        )
-        for name in sorted(set(now.loops) - kept)
-    ]
-
-
-def _loop_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    steps: list[Step] = []
-    for loop in config.loops:
-        wanted = {
-            "type": loop.type,
-            "feature": loop.feature,
-            "config": loop.config,
-            "enabled": loop.enabled,
-        }
-        params = (loop.type, loop.feature, Jsonb(loop.config), loop.enabled, loop.name)
-        current = now.loops.get(loop.name)
-        if current is None:
-            detail = loop.type + (f" on {loop.feature}" if loop.feature else "")
-            detail += "" if loop.enabled else ", disabled"
-            steps.append(
-                (
-                    Change("create", "loop", loop.name, detail),
-                    [
-                        (
-                            "INSERT INTO skene.loops (type, feature, config, enabled, name) "
-                            "VALUES (%s, %s, %s, %s, %s)",
-                            params,
-                        )
-                    ],
-                )
-            )
-            continue
-        details = [
-            f"{key}: {_toml(current[key])} -> {_toml(wanted[key])}"
-            for key in ("type", "feature", "enabled")
-            if current[key] != wanted[key]
-        ]
-        config_keys = sorted(
-            key
-            for key in {*current["config"], *loop.config}
-            if current["config"].get(key) != loop.config.get(key)
-        )
-        if config_keys:
-            details.append(f"changed {', '.join(config_keys)}")
-        if details:
-            steps.append(
-                (
-                    Change("update", "loop", loop.name, "; ".join(details)),
-                    [
-                        (
-                            "UPDATE skene.loops SET type = %s, feature = %s, config = %s, "
-                            "enabled = %s, updated_at = pg_catalog.now(), "
-                            "segment_search_path = pg_catalog.current_setting('search_path') "
-                            "WHERE name = %s",
-                            params,
-                        )
-                    ],
-                )
-            )
-    return steps
-
-
-def _housekeeping_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    """[housekeeping] into the one settings row; leaving it out means the defaults."""
-    wanted = config.housekeeping.keep_finished
-    if now.keep_finished == wanted:
-        return []
-    detail = (
-        duration_text(wanted)
-        if now.keep_finished is None
-        else f"{duration_text(now.keep_finished)} -> {duration_text(wanted)}"
-    )
-    return [
-        (
-            Change(
-                "create" if now.keep_finished is None else "update",
-                "housekeeping",
-                "keep_finished",
-                detail,
-            ),
-            [
-                (
-                    # whole days stay days ("30 days", not "720:00:00") for whoever reads it
-                    "INSERT INTO skene.housekeeping_settings AS s (keep_finished) "
-                    "VALUES (pg_catalog.make_interval(days => %s, secs => %s)) "
-                    "ON CONFLICT ON CONSTRAINT housekeeping_settings_pkey DO UPDATE "
-                    "SET keep_finished = excluded.keep_finished, updated_at = pg_catalog.now()",
-                    (wanted // 86400, wanted % 86400),
-                )
-            ],
-        )
-    ]
-
-
-def _setting_steps(now: _Catalogue, config: SkeneConfig) -> list[Step]:
-    steps: list[Step] = []
-    wanted = {"upgrade_url": config.upgrade_url}
-    for name, value in wanted.items():
-        current = now.settings.get(name)
-        if value == current:
-            continue
-        if value is None:
-            steps.append(
-                _delete(
-                    "setting", name, f"was {current}", "DELETE FROM skene.settings WHERE name = %s"
-                )
-            )
-            continue
-        action: Action = "create" if current is None else "update"
-        steps.append(
-            (
-                Change(
-                    action, "setting", name, value if current is None else f"{current} -> {value}"
-                ),
-                [
-                    (
-                        "INSERT INTO skene.settings AS s (name, value) VALUES (%s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                        "updated_at = pg_catalog.now()",
-                        (name, value),
-                    )
-                ],
-            )
-        )
-    return steps
-
-
-def _quoted(value: Any) -> str:
-    return "none" if value is None else json.dumps(value)
-
-
-def _limit(limit: int | None) -> str:
-    if limit is None:
-        return "unlimited"
-    return "0 (not in plan)" if limit == 0 else str(limit)
-
-
-def _toml(value: Any) -> str:
-    """A value as it would be written in skene.toml, for details."""
-    if value is None:
-        return "none"
-    return json.dumps(value) if isinstance(value, bool) else str(value)
+__all__ = ["ApplyRefused", "Change", "catalogue_steps"]
