@@ -10,40 +10,23 @@ import click
 
 from skene_pg import db
 from skene_pg.cli.common import NO, database_url_option, fails_cleanly
-from skene_pg.cli.email_options import email_settings, link_options
+from skene_pg.cli.email_options import (
+    email_provider_option,
+    email_settings,
+    link_options,
+    listen_database_url_option,
+    outbox_dir_option,
+)
 from skene_pg.cli.output import advice_lines, to_json
 from skene_pg.doctor import ListenSettings, diagnose, exit_blocked
 
 
 @click.command("doctor")
 @database_url_option
-@click.option(
-    "--listen-database-url",
-    envvar="SKENE_LISTEN_DATABASE_URL",
-    show_envvar=True,
-    metavar="URL",
-    help="The direct connection `skene-pg listen` uses when a transaction pooler is in "
-    "front of --database-url.",
-)
-@click.option(
-    "--email-provider",
-    type=click.Choice(["resend", "smtp", "outbox"]),
-    envvar="SKENE_EMAIL_PROVIDER",
-    show_envvar=True,
-    default="outbox",
-    show_default=True,
-    help="The provider `skene-pg listen` would use.",
-)
+@listen_database_url_option
+@email_provider_option
 @link_options
-@click.option(
-    "--outbox-dir",
-    envvar="SKENE_OUTBOX_DIR",
-    show_envvar=True,
-    default="outbox",
-    show_default=True,
-    metavar="DIR",
-    help="Folder of the outbox provider.",
-)
+@outbox_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @fails_cleanly
 def doctor_command(

@@ -98,3 +98,34 @@ def email_settings(
         unsubscribe_url=unsubscribe_url,
         unsubscribe_secret=secret,
     )
+
+
+# The options `listen` and `doctor` share: doctor checks what listen would do with them.
+listen_database_url_option = click.option(
+    "--listen-database-url",
+    envvar="SKENE_LISTEN_DATABASE_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="A direct connection (not through PgBouncer or another pooler) used only "
+    "to LISTEN for new jobs; everything else goes through --database-url. Without "
+    "it, a pooled --database-url means polling only (a warning says so).",
+)
+email_provider_option = click.option(
+    "--email-provider",
+    type=click.Choice(["resend", "smtp", "outbox"]),
+    envvar="SKENE_EMAIL_PROVIDER",
+    show_envvar=True,
+    default="outbox",
+    show_default=True,
+    help="Where email goes. resend needs "
+    "RESEND_API_KEY; smtp needs SKENE_SMTP_URL; outbox writes .eml files.",
+)
+outbox_dir_option = click.option(
+    "--outbox-dir",
+    envvar="SKENE_OUTBOX_DIR",
+    show_envvar=True,
+    default="outbox",
+    show_default=True,
+    metavar="DIR",
+    help="Folder of the outbox provider.",
+)

@@ -15,7 +15,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from skene_pg import db, migrations
 from skene_pg.cli.common import CommandError, database_url_option, fails_cleanly
-from skene_pg.cli.email_options import email_settings, link_options, templates_option
+from skene_pg.cli.email_options import (
+    email_provider_option,
+    email_settings,
+    link_options,
+    listen_database_url_option,
+    outbox_dir_option,
+    templates_option,
+)
 from skene_pg.cli.http_options import http_options
 from skene_pg.http_process import BindError, WebhookProcess, bind, parse_address
 from skene_pg.http_server import HttpLimits
@@ -27,35 +34,10 @@ log = logging.getLogger("skene_pg.worker")
 
 @click.command("listen")
 @database_url_option
-@click.option(
-    "--listen-database-url",
-    envvar="SKENE_LISTEN_DATABASE_URL",
-    show_envvar=True,
-    metavar="URL",
-    help="A direct connection (not through PgBouncer or another pooler) used only "
-    "to LISTEN for new jobs; everything else goes through --database-url. Without "
-    "it, a pooled --database-url means polling only (a warning says so).",
-)
-@click.option(
-    "--email-provider",
-    type=click.Choice(["resend", "smtp", "outbox"]),
-    envvar="SKENE_EMAIL_PROVIDER",
-    show_envvar=True,
-    default="outbox",
-    show_default=True,
-    help="Where email goes. resend needs "
-    "RESEND_API_KEY; smtp needs SKENE_SMTP_URL; outbox writes .eml files.",
-)
+@listen_database_url_option
+@email_provider_option
 @link_options
-@click.option(
-    "--outbox-dir",
-    envvar="SKENE_OUTBOX_DIR",
-    show_envvar=True,
-    default="outbox",
-    show_default=True,
-    metavar="DIR",
-    help="Folder of the outbox provider.",
-)
+@outbox_dir_option
 @templates_option
 @click.option(
     "--rate-limit",
