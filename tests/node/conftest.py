@@ -101,7 +101,7 @@ def npm_ci(directory: Path) -> None:
         return
     env = {**os.environ, "NEXT_TELEMETRY_DISABLED": "1"}
     done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=directory,
         env=env,
         capture_output=True,
