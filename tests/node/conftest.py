@@ -109,3 +109,7 @@ def npm_ci(directory: Path) -> None:
     )
     assert done.returncode == 0, f"npm ci in {directory}:\n{done.stdout}\n{done.stderr}"
     stamp.write_text(lock)
+
+
+# The suite's PgBouncer (tests/deploy), so the Node client runs through it too.
+from tests.deploy.conftest import connect_pooled, pgbouncer, pooled_url  # noqa: E402, F401
