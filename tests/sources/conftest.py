@@ -3,6 +3,9 @@ skene.toml applied to them, and the app writing rows as usual."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,3 +83,53 @@ def decision(conn: psycopg.Connection, customer: str, feature: str) -> dict[str,
     row = cursor.fetchone()
     assert row is not None and cursor.description is not None
     return dict(zip([c.name for c in cursor.description], row, strict=True))
+
+
+DJANGO_PROJECT = Path(__file__).resolve().parent / "django_project"
+
+
+@pytest.fixture(scope="session")
+def djstripe_template(pg_cluster: Any, pg_server: Any) -> Iterator[str]:
+    """A database with skene migrated and a Django project's real migrations run
+    (django.contrib.auth and dj-stripe from PyPI), once a session: tests clone it."""
+    name = "skene_djstripe_tmpl"
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(pg_server.template_dbname)
+            )
+        )
+    env = {
+        **os.environ,
+        "SKENE_TEST_DATABASE_URL": pg_cluster.url(name),
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "PYTHONPATH": str(DJANGO_PROJECT),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--verbosity", "0"],
+        cwd=DJANGO_PROJECT,
+        env=env,
+        check=True,
+        timeout=900,
+    )
+    yield name
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def django_db(pg_cluster: Any, djstripe_template: str) -> Iterator[str]:
+    """URL of a fresh clone of the Django + dj-stripe database, for this test."""
+    name = f"skene_dj_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(djstripe_template)
+            )
+        )
+    yield pg_cluster.url(name)
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

@@ -200,7 +200,12 @@ def test_apply_twice_changes_nothing_and_prune_removes_the_triggers(
     with pytest.raises(ApplyRefused, match="no longer lists sources customers, subscriptions"):
         apply_toml(PLANS)
     apply_toml(PLANS, prune=True)
-    assert scalar(prisma, "SELECT string_agg(tgname, ', ') FROM pg_trigger WHERE tgname LIKE 'skene%%'") is None
+    assert (
+        scalar(
+            prisma, "SELECT string_agg(tgname, ', ') FROM pg_trigger WHERE tgname LIKE 'skene%%'"
+        )
+        is None
+    )
     add_user(prisma, "u_9", "nine@example.com")
     assert customer(prisma, "u_9") is None
 
@@ -234,7 +239,8 @@ def test_activity_from_an_events_table_and_from_a_last_active_column(
 
     assert (last_active("u_1"), last_active("u_2")) == ("2026-01-02 09:00", "2026-01-04 10:00")
     prisma.execute(
-        "INSERT INTO \"Event\" (\"userId\", type, \"createdAt\") VALUES ('u_1', 'x', '2026-01-05 08:00')"
+        'INSERT INTO "Event" ("userId", type, "createdAt") '
+        "VALUES ('u_1', 'x', '2026-01-05 08:00')"
     )
     assert last_active("u_1") == "2026-01-05 08:00"
     prisma.execute("UPDATE \"User\" SET \"lastActiveAt\" = '2026-01-06 07:30' WHERE id = 'u_2'")
