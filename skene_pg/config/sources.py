@@ -55,13 +55,16 @@ class SourceChecks(ShapeChecks):
         return tuple(specs)
 
     def subscriptions(self, body: dict, path: FieldPath) -> bool:
-        if ("price" in body) == ("plan" in body):
+        one_of = ("price" in body) != ("plan" in body)
+        if not one_of:
             self.report(
                 (*path, "price"),
                 "set exactly one of price (a price id, mapped to a plan through the plans' "
                 "stripe_prices) and plan (the plan's name itself)",
             )
-            return False
+        return self.active_statuses(body, path) and one_of
+
+    def active_statuses(self, body: dict, path: FieldPath) -> bool:
         if "active_statuses" not in body:
             return True
         statuses = body["active_statuses"]
