@@ -37,7 +37,9 @@ AS $$
     -- at most 56 bytes, so the TRUNCATE trigger's "_t" still fits in 63
     SELECT CASE WHEN pg_catalog.octet_length(n) <= 54 THEN n
                 ELSE pg_catalog.left(n, 40) || '_' || pg_catalog.left(pg_catalog.md5(n), 13) END
-      FROM (SELECT 'skene_' || pg_catalog.translate($1, ':', '_') AS n) t
+      -- not skene_activity: that is the trigger skene.watch_activity installs
+      FROM (SELECT CASE WHEN $1 LIKE 'count:%' THEN 'skene_count_' || pg_catalog.substr($1, 7)
+                        ELSE 'skene_source_' || $1 END AS n) t
 $$;
 COMMENT ON FUNCTION skene.source_trigger_name(text) IS 'Name of the trigger a source installs on its table; internal';
 

@@ -193,6 +193,14 @@ def test_apply_twice_changes_nothing_and_prune_removes_the_triggers(
         'create source subscriptions: plans from public."Subscription", backfilled',
     ]
     assert apply_toml(SOURCES) == []
+    # named apart from skene.watch_activity's skene_activity, which may sit on a table too
+    assert prisma.execute(
+        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE tgname LIKE 'skene%%' "
+        "ORDER BY tgname"
+    ).fetchall() == [
+        ('"User"', "skene_source_customers"),
+        ('"Subscription"', "skene_source_subscriptions"),
+    ]
     changed = apply_toml(SOURCES.replace('name = "name"\n', ""))
     assert [str(c) for c in changed] == [
         'update source customers: changed name; customers from public."User", backfilled'
