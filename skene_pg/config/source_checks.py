@@ -185,12 +185,17 @@ def _table(conn: psycopg.Connection, name: str) -> tuple[int, str, str, str] | N
     """The table `name` means on this session's search_path; a name that only works as
     an identifier ("User", as Prisma names it) is taken as one."""
     for candidate in (name, _quote(conn, name)):
-        row = conn.execute(
-            "SELECT c.oid::bigint, c.relkind::text, n.nspname::text, c.relname::text "
-            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = pg_catalog.to_regclass(%s)",
-            (candidate,),
-        ).fetchone()
+        try:
+            with conn.transaction():  # a name that is no SQL name raises: not found either
+                row = conn.execute(
+                    "SELECT c.oid::bigint, c.relkind::text, n.nspname::text, c.relname::text "
+                    "FROM pg_catalog.pg_class c "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.oid = pg_catalog.to_regclass(%s)",
+                    (candidate,),
+                ).fetchone()
+        except psycopg.Error:
+            continue
         if row is not None:
             return int(row[0]), row[1], row[2], row[3]
     return None
