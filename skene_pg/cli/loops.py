@@ -92,7 +92,9 @@ def loops_run(database_url: str | None, name: str, slot: datetime | None, as_jso
 
     with db.connect(db.require_url(database_url), autocommit=True) as conn:
         row = conn.execute(
-            "SELECT type, config ->> 'segment_timeout' FROM skene.loops WHERE name = %s", (name,)
+            "SELECT type, coalesce(config ->> 'segment_timeout', config ->> 'timeout') "
+            "FROM skene.loops WHERE name = %s",
+            (name,),
         ).fetchone()
         if row is None:
             raise CommandError(f"no loop {name!r} (list them with `skene-pg loops list`)")

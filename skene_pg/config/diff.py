@@ -15,6 +15,14 @@ from skene_pg.config.diff_catalogue import (
 )
 from skene_pg.config.diff_loops import housekeeping_steps, loop_deletions, loop_steps, setting_steps
 from skene_pg.config.model import SkeneConfig
+from skene_pg.config.source_checks import query_problems
+from skene_pg.config.source_steps import (
+    current_sources,
+    gone_sources,
+    removal,
+    source_steps,
+    wanted_sources,
+)
 from skene_pg.config.steps import Catalogue, Change, Step, delete_step
 from skene_pg.config.timezones import timezone_problems
 
@@ -62,17 +70,31 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
     now = _read(conn)
     gone_plans = sorted(set(now.plans) - {p.name for p in config.plans})
     gone_features = sorted(set(now.features) - {f.name for f in config.features})
-    _refuse_deletions(conn, gone_plans, gone_features, prune)
+    sources_now = current_sources(conn)
+    gone = gone_sources(sources_now, config)
+    _refuse_deletions(conn, gone_plans, gone_features, prune, gone)
     _refuse_unsafe_segments(conn, config)
     _refuse_unknown_timezones(conn, config)
+    _refuse_bad_queries(conn, config)
+    wanted = wanted_sources(conn, config)
     return [
-        *loop_deletions(now, config),  # first: loops reference features
+        # first: a counted feature's trigger goes before its feature
+        *[
+            (Change("delete", "source", name, "its trigger is dropped"), [removal(name)])
+            for name in gone
+        ],
+        *loop_deletions(now, config),  # loops reference features
         *plan_steps(now, config),
         *price_steps(now, config, set(gone_plans)),
         *default_plan_steps(now, config),
         *feature_steps(now, config),
         *limit_steps(now, config, set(gone_plans)),
         *loop_steps(now, config),
+        # after plans, prices and features: a backfill sets plans and counts usage
+        *[
+            (Change(action, "source", name, detail), statements)  # type: ignore[arg-type]
+            for action, name, detail, statements in source_steps(sources_now, wanted)
+        ],
         *housekeeping_steps(now, config),
         *setting_steps(now, config),
         *[
@@ -94,9 +116,18 @@ def catalogue_steps(conn: psycopg.Connection, config: SkeneConfig, prune: bool) 
 
 
 def _refuse_deletions(
-    conn: psycopg.Connection, plans: list[str], features: list[str], prune: bool
+    conn: psycopg.Connection,
+    plans: list[str],
+    features: list[str],
+    prune: bool,
+    sources: list[str] | None = None,
 ) -> None:
     reasons = []
+    if sources and not prune:
+        reasons.append(
+            f"the file no longer lists {'source' if len(sources) == 1 else 'sources'} "
+            f"{', '.join(sources)}; pass --prune to remove their triggers"
+        )
     if (plans or features) and not prune:
         named = [f"{'plan' if len(plans) == 1 else 'plans'} {', '.join(plans)}"] if plans else []
         if features:
@@ -127,7 +158,7 @@ def _refuse_unsafe_segments(conn: psycopg.Connection, config: SkeneConfig) -> No
     segments = [
         (index, loop.name)
         for index, loop in enumerate(config.loops)
-        if loop.type == "retention" and loop.config.get("segment")
+        if loop.type == "retention" and (loop.config.get("segment") or loop.config.get("query"))
     ]
     if not segments:
         return
@@ -150,6 +181,13 @@ def _refuse_unsafe_segments(conn: psycopg.Connection, config: SkeneConfig) -> No
         "tables in the segment; or REVOKE CREATE ON SCHEMA ... FROM PUBLIC and the roles named"
     )
     raise ApplyRefused("\n".join([*lines, "nothing applied"]))
+
+
+def _refuse_bad_queries(conn: psycopg.Connection, config: SkeneConfig) -> None:
+    """A loop's query is planned now, not found broken at its first run."""
+    problems = query_problems(conn, config)
+    if problems:
+        raise ApplyRefused("\n".join([*(str(p) for p in problems), "nothing applied"]))
 
 
 def _refuse_unknown_timezones(conn: psycopg.Connection, config: SkeneConfig) -> None:

@@ -36,6 +36,19 @@ _LOOP_KEYS = {  # type -> (required, optional), besides the common keys
     ),
     "milestone": (("thresholds", "template"), ("feature", "event", "message")),
 }
+# A retention loop whose condition is the app's own query: whoever it returns is
+# reached, once an episode; no dormant_after, steps or segment.
+_QUERY_LOOP_KEYS = (
+    ("schedule", "template", "query"),
+    (
+        "customer_column",
+        "timeout",
+        "message",
+        "holdout_percent",
+        "frequency_cap",
+        "quiet_hours",
+    ),
+)
 # Columns of skene.loops; everything else in a loop's table is its config.
 _LOOP_COLUMNS = ("name", "type", "feature", "enabled")
 
@@ -82,6 +95,8 @@ class LoopChecks(ShapeChecks):
         if self.choice(kind, (*path, "type"), LOOP_TYPES) is None:
             return None
         required, optional = _LOOP_KEYS[kind]
+        if kind == "retention" and "query" in body:
+            required, optional = _QUERY_LOOP_KEYS
         self.table(
             body,
             path,
@@ -143,9 +158,12 @@ class LoopChecks(ShapeChecks):
             self.string(body["template"], (*path, "template"))
         if "segment" in body:
             self.string(body["segment"], (*path, "segment"))
+        for key in ("query", "customer_column"):  # checked against the database by apply
+            if key in body:
+                self.string(body[key], (*path, key))
         if "steps" in body:
             self.steps(body["steps"], (*path, "steps"), dormant, body.get("dormant_after"))
-        for key in ("segment_timeout", "frequency_cap"):
+        for key in ("segment_timeout", "timeout", "frequency_cap"):
             if key in body:
                 self.duration(body[key], (*path, key))
         if "message" in body:

@@ -72,6 +72,23 @@ class FeatureSpec:
     meter: str | None = None
     match: tuple[dict, ...] = ()
     display_name: str | None = None  # `name = "API calls"`: what people are shown
+    # counted from an app table: {"table": ..., "customer": ...}; usage = live rows
+    count: dict | None = None
+
+
+# [sources.<kind>]: the app tables skene reads through triggers. A counted feature is a
+# source too, named "count:<feature>".
+SOURCE_KINDS = ("customers", "subscriptions", "events", "activity")
+DEFAULT_ACTIVE_STATUSES = ("active", "trialing")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str  # the kind, or "count:<feature>"
+    kind: str  # customers, subscriptions, events, activity or count
+    table: str  # as the file names it; apply resolves it with its search_path
+    config: dict  # the source's table in the file: columns and SQL expressions
+    feature: str | None = None  # count sources only
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,7 @@ class SkeneConfig:
     source: Path
     housekeeping: HousekeepingSpec = HousekeepingSpec()
     upgrade_url: str | None = None  # where a blocked customer upgrades (the 402's upgrade_url)
+    sources: tuple[SourceSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Kind = Literal[
     "schedule",
     "housekeeping",
     "setting",
+    "source",
 ]
 Statement = tuple[str, tuple[Any, ...]]
 

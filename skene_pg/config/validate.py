@@ -29,11 +29,13 @@ from skene_pg.config.model import (
     PlanSpec,
     Problem,
     SkeneConfig,
+    SourceSpec,
     describe,
     duration_text,
     is_period,
     names_of,
 )
+from skene_pg.config.sources import SourceChecks
 
 
 def load_config(path: Path) -> SkeneConfig:
@@ -55,16 +57,16 @@ def load_config(path: Path) -> SkeneConfig:
     return config
 
 
-class DocumentChecker(LoopChecks):
-    """The whole file: default plan, plans, features (limits, match), loops, then
-    housekeeping."""
+class DocumentChecker(LoopChecks, SourceChecks):
+    """The whole file: default plan, plans, features (limits, match, count), loops,
+    housekeeping, then sources."""
 
     def document(self, data: dict) -> SkeneConfig | None:
         self.table(
             data,
             (),
             required=("default_plan", "plans"),
-            optional=("features", "loops", "housekeeping", "upgrade_url"),
+            optional=("features", "loops", "housekeeping", "upgrade_url", "sources"),
         )
         plans = self.plans(data["plans"]) if "plans" in data else ()
         plan_names = tuple(p.name for p in plans)
@@ -84,6 +86,12 @@ class DocumentChecker(LoopChecks):
         loops = self.loops(data.get("loops", []), tuple(f.name for f in features))
         housekeeping = self.housekeeping(data.get("housekeeping", {}))
         upgrade_url = self.upgrade_url(data["upgrade_url"]) if "upgrade_url" in data else None
+        sources = self.sources(data.get("sources", {}))
+        counted = tuple(
+            SourceSpec(f"count:{f.name}", "count", f.count["table"], f.count, f.name)
+            for f in features
+            if f.count is not None
+        )
         if self.problems:
             return None
         return SkeneConfig(
@@ -94,6 +102,7 @@ class DocumentChecker(LoopChecks):
             self.file,
             housekeeping=housekeeping,
             upgrade_url=upgrade_url,
+            sources=sources + counted,
         )
 
     def housekeeping(self, value: Any) -> HousekeepingSpec:
@@ -184,18 +193,28 @@ class DocumentChecker(LoopChecks):
         for name, body in value.items():
             path: FieldPath = ("features", name)
             self.name(name, path, FEATURE_NAME, "feature")
-            if (
-                self.table(
-                    body,
-                    path,
-                    required=("period", "limits"),
-                    optional=("name", "soft", "meter", "match"),
-                )
-                is None
-            ):
+            counted = isinstance(body, dict) and "count" in body
+            # A counted feature's usage is its live rows: no period (it is "lifetime").
+            required = ("limits",) if counted else ("period", "limits")
+            optional = (
+                "name",
+                "soft",
+                "meter",
+                "match",
+                "count",
+                *(("period",) if counted else ()),
+            )
+            if self.table(body, path, required=required, optional=optional) is None:
                 continue
-            period = body.get("period")
-            if "period" in body and not is_period(period):
+            period = body.get("period", "lifetime" if counted else None)
+            count = self.count(body["count"], (*path, "count"), name) if counted else None
+            if counted and period != "lifetime":
+                self.report(
+                    (*path, "period"),
+                    f"{describe(period)}: a counted feature's usage is its live rows, "
+                    'so its period is "lifetime"; leave period out',
+                )
+            elif "period" in body and not is_period(period):
                 self.report(
                     (*path, "period"),
                     f"{describe(period)} is not a period; use day, "
@@ -215,7 +234,16 @@ class DocumentChecker(LoopChecks):
             ):
                 self.report((*path, "name"), f"must be at most {MAX_DISPLAY_NAME} characters")
             specs.append(
-                FeatureSpec(name, period, limits, bool(soft), meter, match, display_name=display)
+                FeatureSpec(
+                    name,
+                    period,
+                    limits,
+                    bool(soft),
+                    meter,
+                    match,
+                    display_name=display,
+                    count=count.config if count is not None else None,
+                )
             )
         return tuple(specs)
 

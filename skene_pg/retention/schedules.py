@@ -91,7 +91,8 @@ def wanted_jobs(config: SkeneConfig, app_database: str, cron_db: str) -> dict[st
         jobs[loop.name] = CronJob(
             job_name(loop.name, app_database, cron_db),
             loop.config["schedule"],
-            command(loop.name, loop.config.get("segment_timeout")),
+            # a query loop says `timeout`, a segment `segment_timeout`: both bound the run
+            command(loop.name, loop.config.get("segment_timeout") or loop.config.get("timeout")),
         )
     return jobs
 
@@ -337,7 +338,8 @@ def run_due(conn: psycopg.Connection, now: datetime | None = None) -> list[Run]:
         assert row is not None
         now = row[0]
     loops = conn.execute(
-        "SELECT name, config ->> 'schedule', config ->> 'segment_timeout' FROM skene.loops "
+        "SELECT name, config ->> 'schedule', "
+        "coalesce(config ->> 'segment_timeout', config ->> 'timeout') FROM skene.loops "
         "WHERE type = 'retention' AND enabled AND cron_job IS NULL ORDER BY name"
     ).fetchall()
     runs = []
