@@ -109,6 +109,33 @@ POOL_MAX_SIZE = 10
 POOL_TIMEOUT = 5.0  # seconds a caller waits for a connection before it gets an error
 
 
+def _pool_options(
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    name: str,
+    max_waiting: int,
+    connect_timeout: int | None,
+    application_name: str,
+) -> dict[str, Any]:
+    """What a sync and an async pool are both made with: autocommit, pooler-safe
+    connections, closed until opened."""
+    return {
+        "kwargs": connect_kwargs(
+            autocommit=True,
+            application_name=application_name,
+            connect_timeout=connect_timeout or max(1, int(timeout)),
+        ),
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout,
+        "max_waiting": max_waiting,
+        "open": False,
+        "name": name,
+    }
+
+
 def pool(
     url: str,
     *,
@@ -116,16 +143,24 @@ def pool(
     max_size: int = POOL_MAX_SIZE,
     timeout: float = POOL_TIMEOUT,
     name: str = "skene",
+    max_waiting: int = 0,
+    connect_timeout: int | None = None,
+    application_name: str = APPLICATION_NAME,
 ) -> ConnectionPool:
-    """A closed psycopg_pool.ConnectionPool for `url`; open it before use."""
+    """A closed psycopg_pool.ConnectionPool for `url`; open it before use.
+    `max_waiting`: callers that may queue for a connection (0: no bound);
+    `connect_timeout`: seconds to open a connection (default: `timeout`, at least 1)."""
     return ConnectionPool(
         url,
-        kwargs=connect_kwargs(autocommit=True, connect_timeout=max(1, int(timeout))),
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        open=False,
-        name=name,
+        **_pool_options(
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            name=name,
+            max_waiting=max_waiting,
+            connect_timeout=connect_timeout,
+            application_name=application_name,
+        ),
     )
 
 
@@ -140,10 +175,13 @@ def async_pool(
     """A closed psycopg_pool.AsyncConnectionPool for `url`; open it (awaited) before use."""
     return AsyncConnectionPool(
         url,
-        kwargs=connect_kwargs(autocommit=True, connect_timeout=max(1, int(timeout))),
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        open=False,
-        name=name,
+        **_pool_options(
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            name=name,
+            max_waiting=0,
+            connect_timeout=None,
+            application_name=APPLICATION_NAME,
+        ),
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from skene_pg import db
 from skene_pg.http_limits import HttpLimits
@@ -32,17 +32,15 @@ class Database:
 
     def __init__(self, url: str, limits: HttpLimits):
         self.limits = limits
-        self.pool = ConnectionPool(
+        self.pool = db.pool(
             url,
-            kwargs=db.connect_kwargs(
-                autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10
-            ),
             min_size=1,
             max_size=limits.pool_size,
             timeout=limits.pool_timeout,
             max_waiting=limits.pool_size,
             name="skene-webhooks",
-            open=False,
+            connect_timeout=10,
+            application_name=APPLICATION_NAME,
         )
         self._slots: anyio.Semaphore | None = None
         self._threads: anyio.CapacityLimiter | None = None
