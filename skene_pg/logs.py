@@ -23,6 +23,12 @@ def scrub(text: str | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line, or its class when it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class _KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

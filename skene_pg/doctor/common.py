@@ -25,8 +25,3 @@ def one_row(conn: psycopg.Connection, query: LiteralString) -> tuple[Any, ...]:
     row = conn.execute(query).fetchone()
     assert row is not None
     return tuple(row)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

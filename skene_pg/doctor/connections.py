@@ -11,7 +11,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from skene_pg import db
-from skene_pg.doctor.common import Finding, first_line, one_row
+from skene_pg.doctor.common import Finding, one_row
+from skene_pg.logs import first_line
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import psycopg
 
-from skene_pg.doctor.common import Finding, first_line
+from skene_pg.doctor.common import Finding
+from skene_pg.logs import first_line
 from skene_pg.retention import pg_cron, schedules
 
 

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import errors
 
 from skene_pg import db
+from skene_pg.logs import first_line
 
 # How pg_cron's launcher shows in pg_stat_activity. backend_type is hidden from roles
 # without pg_read_all_stats; datname and application_name are visible to every role,
@@ -121,7 +122,7 @@ def probe(conn: psycopg.Connection) -> CronAccess:
             problems=(
                 Advice(
                     f"cannot connect to database {database}, where pg_cron keeps its jobs: "
-                    f"{_first_line(exc)}",
+                    f"{first_line(exc)}",
                     (
                         f"GRANT CONNECT ON DATABASE {quoted_db} TO {role};",
                         f"-- and allow {role} to connect to {database} in pg_hba.conf "
@@ -135,7 +136,7 @@ def probe(conn: psycopg.Connection) -> CronAccess:
             base,
             problems=(
                 Advice(
-                    f"cannot look at pg_cron in database {database}: {_first_line(exc)}",
+                    f"cannot look at pg_cron in database {database}: {first_line(exc)}",
                     database=database,
                 ),
             ),
@@ -262,10 +263,6 @@ def _ident(conn: psycopg.Connection, name: str) -> str:
     return str(row[0])
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 @contextmanager
 def cron_connection(conn: psycopg.Connection, database: str) -> Iterator[psycopg.Connection]:
     """A connection to pg_cron's database: `conn` itself when that is its database."""
@@ -286,7 +283,7 @@ def create_extension(conn: psycopg.Connection, access: CronAccess) -> Advice | N
     except psycopg.Error as exc:
         return Advice(
             f"pg_cron is running but its extension is not created in database "
-            f"{access.database}, and role {access.role} may not create it: {_first_line(exc)}",
+            f"{access.database}, and role {access.role} may not create it: {first_line(exc)}",
             ("CREATE EXTENSION pg_cron;",),
             access.database,
         )
