@@ -27,10 +27,9 @@ from skene_pg.doctor.database import (
     schema_status,
 )
 from skene_pg.doctor.pg_cron import check_pg_cron
-from skene_pg.doctor.settings import SECRETS, ListenSettings, check_email, check_stripe
+from skene_pg.doctor.settings import ListenSettings, check_email, check_stripe
 
 __all__ = [
-    "SECRETS",
     "Finding",
     "ListenSettings",
     "Status",

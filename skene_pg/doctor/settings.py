@@ -30,18 +30,6 @@ class ListenSettings:
     links_error: str | None = None
 
 
-# The secrets `listen` reads from the environment. Doctor says whether each is set and
-# never prints a value.
-SECRETS = (
-    "RESEND_API_KEY",
-    "SKENE_SMTP_URL",
-    "SKENE_UNSUBSCRIBE_SECRET",
-    "STRIPE_API_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "RESEND_WEBHOOK_SECRET",
-)
-
-
 def check_email(listen: ListenSettings, environ: Mapping[str, str]) -> list[Finding]:
     from skene_pg.email import make_provider
     from skene_pg.email.base import ConfigError
